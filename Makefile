@@ -1,0 +1,70 @@
+# distill-operator — the README's commands. Every target installs what it needs and
+# caches it: the virtualenv (by lock-file hash), pip/uv downloads, the control-plane
+# binaries (by Kubernetes version) and KubeRay's CRDs (by KubeRay version).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+K8S_VERSION := 1.35.4
+KUBERAY_VERSION := 1.6.2
+CACHE := $(HOME)/.cache/distill-operator
+VENV := .venv
+LOCK_HASH := $(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
+VENV_STAMP := $(VENV)/.installed-$(LOCK_HASH)
+CONTROLPLANE := $(CACHE)/controlplane/v$(K8S_VERSION)/.complete
+KUBERAY_CRDS := $(CACHE)/kuberay/v$(KUBERAY_VERSION)/.complete
+export DISTILL_KUBERAY_CRDS := $(CACHE)/kuberay/v$(KUBERAY_VERSION)
+export TORCH_EXTENSIONS_DIR := $(CACHE)/torch-extensions
+export HF_HUB_OFFLINE := 1
+export RAY_AUTH_MODE := disabled
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: help venv controlplane kuberay-crds crds lint test test-unit demo clean
+
+help:
+	@echo "make demo   run the example project on a local control plane and Ray cluster"
+	@echo "make test   lint, type-check and run every test (unit and cluster)"
+	@echo "make crds   regenerate crds/ from the API models"
+
+$(VENV_STAMP): pyproject.toml requirements.lock
+	command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python --no-deps -e .
+	touch $@
+
+venv: $(VENV_STAMP)
+
+$(CONTROLPLANE): hack/build-controlplane.sh
+	bash hack/build-controlplane.sh $(K8S_VERSION) $(CACHE)/controlplane/v$(K8S_VERSION)
+
+controlplane: $(CONTROLPLANE)
+
+$(KUBERAY_CRDS): hack/fetch-kuberay-crds.sh
+	bash hack/fetch-kuberay-crds.sh $(KUBERAY_VERSION) $(DISTILL_KUBERAY_CRDS)
+
+kuberay-crds: $(KUBERAY_CRDS)
+
+crds: venv
+	$(VENV)/bin/distill crd --out crds
+
+lint: venv
+	$(VENV)/bin/ruff check operator jobs tests
+	$(VENV)/bin/ruff format --check operator jobs tests
+	$(VENV)/bin/mypy --config-file pyproject.toml operator/distill_operator
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+test: venv controlplane kuberay-crds lint
+	$(VENV)/bin/pytest
+
+demo: venv controlplane
+	$(VENV)/bin/distill demo
+
+clean:
+	-$(VENV)/bin/distill dev down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

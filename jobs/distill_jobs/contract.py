@@ -1,0 +1,85 @@
+"""The stage contract shared by the operator and the workloads.
+
+A stage attempt gets a :class:`StageInput` (as JSON, in a file or on the command line)
+and writes a :class:`StageResult` to ``<artifacts>/<namespace>/<name>/<stage>/<input-hash>/
+result.json``. Results are content-addressed by the input hash, so an unchanged input
+re-uses its result and a restarted operator never needs to run it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import fsspec
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULT_FILE = "result.json"
+
+
+class StageInput(BaseModel):
+    """What one stage attempt needs: a spec excerpt, upstream artifacts, the attempt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(description="namespace/name of the DistillationProject.")
+    project_uid: str
+    stage: str
+    attempt: int = 0
+    spec: dict[str, Any] = Field(
+        description="The part of the project spec this stage reads (and nothing else, "
+        "so that unrelated edits do not change the input hash)."
+    )
+    upstream: dict[str, str] = Field(
+        default_factory=dict, description="Result URIs of the stages this one builds on."
+    )
+    artifacts_uri: str = Field(description="Root URI of the project's artifact store.")
+
+    def input_hash(self) -> str:
+        """Content hash of what decides the result; the attempt number is left out."""
+        decisive = {"stage": self.stage, "spec": self.spec, "upstream": self.upstream}
+        canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def stage_dir(self) -> str:
+        namespace, name = self.project.split("/", 1)
+        root = self.artifacts_uri.rstrip("/")
+        return f"{root}/{namespace}/{name}/{self.stage.lower()}/{self.input_hash()}"
+
+    def result_uri(self) -> str:
+        return f"{self.stage_dir()}/{RESULT_FILE}"
+
+
+class StageResult(BaseModel):
+    """What a stage attempt found: whether its exit condition holds, and why."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    stage: str
+    input_hash: str
+    exit_condition_met: bool = Field(alias="exitConditionMet")
+    reason: str = Field(description="CamelCase reason, e.g. BaselineSufficient.")
+    message: str
+    outcome: str | None = Field(
+        default=None,
+        description="A project-level outcome the stage decides, e.g. BaselineSufficient.",
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+
+def write_result(result: StageResult, uri: str) -> None:
+    """Write a result atomically enough for object stores: one put of the whole file."""
+    payload = result.model_dump_json(by_alias=True, indent=2)
+    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
+        handle.write(payload)
+
+
+def read_result(uri: str) -> StageResult | None:
+    """The result at ``uri``, or None when the stage has not written one yet."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as handle:
+        return StageResult.model_validate_json(handle.read())

@@ -1,0 +1,15 @@
+"""Launch workload (`python -m distill_jobs.serve --input URI`): not built yet, see issue #6."""
+
+from __future__ import annotations
+
+from distill_jobs.runner import not_built, stage_main
+
+work = not_built("distill_jobs.serve", 6)
+
+
+def main() -> int:
+    return stage_main(work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Iterate workload (`python -m distill_jobs.train --input URI`): not built yet, see issue #4."""
+
+from __future__ import annotations
+
+from distill_jobs.runner import not_built, stage_main
+
+work = not_built("distill_jobs.train", 4)
+
+
+def main() -> int:
+    return stage_main(work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

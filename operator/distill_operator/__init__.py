@@ -1,0 +1,1 @@
+"""distill-operator: a kopf operator for DistillationProjects (group distill.dev)."""

@@ -1,0 +1,40 @@
+"""The DistillationProject API (distill.dev/v1alpha1): spec, status, and their rules."""
+
+from distill_operator.api.spec import ProjectSpec
+from distill_operator.api.status import (
+    Condition,
+    ConditionStatus,
+    JobRecord,
+    Phase,
+    ProjectStatus,
+    Stage,
+    StageState,
+    StageStatus,
+    Student,
+)
+
+GROUP = "distill.dev"
+VERSION = "v1alpha1"
+KIND = "DistillationProject"
+PLURAL = "distillationprojects"
+SINGULAR = "distillationproject"
+SHORT_NAMES = ("dp", "distill")
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "Condition",
+    "ConditionStatus",
+    "JobRecord",
+    "Phase",
+    "ProjectSpec",
+    "ProjectStatus",
+    "Stage",
+    "StageState",
+    "StageStatus",
+    "Student",
+]

@@ -1,0 +1,475 @@
+"""The DistillationProject spec: every field a user can set, described for them.
+
+These models are the one source of truth: ``crds/`` is generated from them, and their
+descriptions are what ``kubectl explain dp.spec.<field>`` prints.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
+
+from distill_operator.api.rules import ApiModel, Rule, UniqueNames
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ARTIFACT_URI_PATTERN = r"^(file|s3|gs|gcs|memory)://[^\s]+$"
+PYTHON_REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
+ShortText = Annotated[str, Field(max_length=256)]
+
+
+class Metric(StrEnum):
+    EXACT_MATCH = "exact_match"
+    ACCURACY = "accuracy"
+    TOKEN_F1 = "token_f1"
+    ROUGE_L = "rouge_l"
+    JSON_VALIDITY = "json_validity"
+    PYTHON = "python"
+    LLM_JUDGE = "llm_judge"
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Kubernetes Secret in the project's namespace."""
+
+    name: Name = Field(description="Name of the Secret, in the project's namespace.")
+    key: Annotated[str, Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="Key inside the Secret whose value is used."
+    )
+
+
+class Bar(ApiModel):
+    """The number that means "ship it", set before any model exists."""
+
+    metric: Metric = Field(
+        description="Quality metric the student is judged by: exact_match, accuracy (on a "
+        "label field), token_f1, rouge_l, json_validity, python (your own function, see "
+        "metricFunction) or llm_judge (the teacher grades)."
+    )
+    metric_function: str | None = Field(
+        default=None,
+        pattern=PYTHON_REF_PATTERN,
+        max_length=256,
+        description="For metric: python, the scoring function as module:function. It gets "
+        "(prediction, reference) and returns a score in [0, 1].",
+    )
+    threshold: float = Field(
+        ge=0.0, le=1.0, description="Minimum metric value (0 to 1) a student must reach."
+    )
+    cost_per_1k_requests: float = Field(
+        gt=0.0,
+        alias="costPer1kRequests",
+        description="Cost target: the most a student may cost per 1,000 requests, in the "
+        "currency of training.pricePerAcceleratorHour.",
+    )
+    latency_p95_ms: float = Field(
+        gt=0.0, description="Latency target: 95th-percentile milliseconds per request."
+    )
+    batch_size: int = Field(
+        default=1, ge=1, le=4096, description="Requests per batch when latency is measured."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.metric != 'python' || has(self.metricFunction)",
+            message="metric python needs metricFunction (module:function)",
+            field_path=".metricFunction",
+            holds=lambda bar: bar.metric != Metric.PYTHON or bar.metric_function is not None,
+        ),
+    )
+
+
+class TeacherBackend(StrEnum):
+    HF = "hf"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class Teacher(ApiModel):
+    """The model whose behaviour the student learns."""
+
+    backend: TeacherBackend = Field(
+        description="hf: a local Hugging Face causal LM (directory or hf:// name); openai: "
+        "any OpenAI-compatible endpoint (OpenAI, vLLM, a gateway); anthropic: the Messages "
+        "API (no logprobs, so training is sequence-level)."
+    )
+    model: ShortText = Field(description="Model name, directory or hf:// URI.", min_length=1)
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=512,
+        description="Base URL of the OpenAI-compatible API (backend openai).",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding the API key (backends openai and anthropic). Keys are "
+        "only ever read from a Secret, never written into the spec.",
+    )
+    api_key: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Not allowed: an inline key would sit in Git and in etcd in plain text. "
+        "Put it in a Secret and set apiKeySecretRef.",
+    )
+    parameters: int | None = Field(
+        default=None,
+        ge=1,
+        description="Teacher parameter count, used to check that every student is smaller.",
+    )
+    top_logprobs: int = Field(
+        default=20,
+        ge=0,
+        le=100,
+        description="Top-k token logprobs to capture per position for soft-label "
+        "distillation (0 turns soft labels off).",
+    )
+    terms_acknowledged: bool = Field(
+        default=False,
+        description="Set to true once you have confirmed the teacher's terms of service "
+        "permit training on its outputs. Teach does not start without it.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.apiKey)",
+            message="an inline apiKey is refused: store it in a Secret and set apiKeySecretRef",
+            field_path=".apiKey",
+            holds=lambda t: t.api_key is None,
+        ),
+        Rule(
+            cel="self.backend != 'openai' || has(self.endpoint)",
+            message="backend openai needs endpoint (the API base URL)",
+            field_path=".endpoint",
+            holds=lambda t: t.backend != TeacherBackend.OPENAI or t.endpoint is not None,
+        ),
+        Rule(
+            cel="self.backend == 'hf' || has(self.apiKeySecretRef)",
+            message="API teachers need apiKeySecretRef (a Secret name and key)",
+            field_path=".apiKeySecretRef",
+            holds=lambda t: t.backend == TeacherBackend.HF or t.api_key_secret_ref is not None,
+        ),
+    )
+
+
+class StudentCandidate(ApiModel):
+    """One student size to train on the shared teacher data."""
+
+    name: Name = Field(description="Candidate name, unique within the project.")
+    preset: str | None = Field(
+        default=None,
+        max_length=63,
+        description="A size preset of distill_jobs (e.g. tiny, small, base).",
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="A Hugging Face model config (as in config.json) to build the student "
+        "from scratch.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    pretrained: ShortText | None = Field(
+        default=None, description="A local directory or hf:// name of a pretrained student."
+    )
+    parameters: int | None = Field(
+        default=None, ge=1, description="Parameter count; must be below the teacher's."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="[has(self.preset), has(self.config), has(self.pretrained)]"
+            ".filter(x, x).size() == 1",
+            message="set exactly one of preset, config or pretrained",
+            field_path=".preset",
+            holds=lambda c: sum(x is not None for x in (c.preset, c.config, c.pretrained)) == 1,
+        ),
+    )
+
+
+class Divergence(StrEnum):
+    FORWARD_KL = "forward_kl"
+    REVERSE_KL = "reverse_kl"
+    JSD = "jsd"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class DeepSpeedSettings(ApiModel):
+    """DeepSpeed engine settings; the config file is built from these."""
+
+    zero_stage: int = Field(default=2, ge=0, le=3, description="ZeRO stage: 0, 1, 2 or 3.")
+    offload_optimizer: bool = Field(default=False, description="Offload optimizer to CPU.")
+    offload_params: bool = Field(default=False, description="Offload parameters (ZeRO-3).")
+    precision: Precision = Field(
+        default=Precision.BF16, description="bf16 or fp16 on GPUs; fp32 on CPU."
+    )
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    gradient_clipping: float = Field(default=1.0, ge=0.0)
+
+
+class Training(ApiModel):
+    """How every student candidate is trained (the Iterate stage)."""
+
+    alpha: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the hard-label loss: alpha*CE + (1-alpha)*T^2*D(teacher||student).",
+    )
+    temperature: float = Field(default=2.0, gt=0.0, le=100.0, description="Softmax temperature T.")
+    divergence: Divergence = Field(
+        default=Divergence.FORWARD_KL,
+        description="D: forward_kl, reverse_kl or jsd (generalised, see jsdBeta).",
+    )
+    jsd_beta: float = Field(default=0.5, gt=0.0, lt=1.0, description="Beta of the JSD.")
+    learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
+    warmup_steps: int = Field(default=10, ge=0)
+    epochs: int = Field(default=1, ge=1, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps.")
+    micro_batch_size: int = Field(default=8, ge=1, le=4096, description="Per worker.")
+    workers: int = Field(default=2, ge=1, le=1024, description="Ray Train workers.")
+    gpus_per_worker: float = Field(default=0, ge=0, le=16, description="0 trains on CPU.")
+    cpus_per_worker: float = Field(default=1, gt=0, le=256)
+    price_per_accelerator_hour: float = Field(
+        default=1.0, gt=0.0, description="Price of one accelerator-hour, for cost per 1k requests."
+    )
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+
+
+class Students(ApiModel):
+    """Student candidates: the smallest plausible one and at least one larger."""
+
+    candidates: Annotated[list[StudentCandidate], UniqueNames] = Field(
+        min_length=2,
+        max_length=8,
+        description="Candidates, trained on the same teacher data; the smallest that clears "
+        "the bar is kept.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    training: Training = Field(default_factory=Training)
+
+
+class AlternativeKind(StrEnum):
+    OFF_THE_SHELF = "off_the_shelf"
+    QUANTIZED_TEACHER = "quantized_teacher"
+    PROMPT_VARIANT = "prompt_variant"
+
+
+class Alternative(ApiModel):
+    """A cheaper way to clear the bar, tried before any distillation."""
+
+    name: Name
+    kind: AlternativeKind = Field(
+        description="off_the_shelf (a smaller model as is), quantized_teacher, or "
+        "prompt_variant (a different prompt for the teacher or a small model)."
+    )
+    model: ShortText | None = Field(default=None, description="Model for off_the_shelf.")
+    quantization: str | None = Field(
+        default=None, pattern=r"^(int8|int4)$", description="int8 or int4 (quantized_teacher)."
+    )
+    prompt: Annotated[str, Field(max_length=8192)] | None = Field(
+        default=None, description="System prompt for prompt_variant."
+    )
+
+
+class Investigate(ApiModel):
+    """Cheaper alternatives; if one clears the bar the project stops, successfully."""
+
+    alternatives: Annotated[list[Alternative], UniqueNames] = Field(
+        min_length=1,
+        max_length=16,
+        description="At least one alternative: the evidence that distillation is worth it.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class CriticalSlice(ApiModel):
+    """A slice that matters more than its share of traffic."""
+
+    name: Name
+    min_count: int = Field(default=50, ge=1, description="Fewest training examples allowed.")
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The slice's own bar in Look."
+    )
+
+
+class SliceRule(ApiModel):
+    """Tags prompts whose text matches a regular expression with a slice name."""
+
+    slice: Name
+    pattern: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Source(ApiModel):
+    """Where training prompts come from, and how they are split."""
+
+    traffic: list[Annotated[str, Field(pattern=ARTIFACT_URI_PATTERN, max_length=1024)]] = Field(
+        min_length=1,
+        max_length=64,
+        description="fsspec URIs (file://, s3://, gs://; globs allowed) of production "
+        "traffic in chat JSONL or Parquet.",
+    )
+    slice_field: str | None = Field(
+        default=None, max_length=128, description="Record field that names each prompt's slice."
+    )
+    slice_rules: list[SliceRule] = Field(default_factory=list, max_length=64)
+    critical_slices: Annotated[list[CriticalSlice], UniqueNames] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    allow_oversampling: bool = Field(
+        default=False, description="Oversample a critical slice below minCount instead of failing."
+    )
+    held_out_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    seed: int = Field(default=0, ge=0)
+
+
+class Teach(ApiModel):
+    """How teacher outputs are filtered before anything trains on them."""
+
+    review_sample_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Share of open-ended outputs queued for review."
+    )
+    max_output_tokens: int = Field(default=512, ge=1, le=131072)
+    verifier_function: str | None = Field(
+        default=None,
+        pattern=PYTHON_REF_PATTERN,
+        max_length=256,
+        description="Your own check as module:function; returns True to keep an output.",
+    )
+
+
+class Look(ApiModel):
+    """Slice evaluation of the chosen student against the teacher."""
+
+    max_disagreements: int = Field(
+        default=200, ge=0, le=100000, description="Disagreements kept per slice for inspection."
+    )
+
+
+class RolloutStep(ApiModel):
+    """One step of the staged rollout."""
+
+    mode: str = Field(pattern=r"^(shadow|canary|full)$", description="shadow, canary or full.")
+    percent: int = Field(default=0, ge=0, le=100, description="Student traffic share (canary).")
+    hold_seconds: int = Field(default=300, ge=0, description="How long the step holds.")
+
+
+class Launch(ApiModel):
+    """Serving the student behind a router, and when to re-distill."""
+
+    confidence_rule: str = Field(default="mean_logprob", pattern=r"^(mean_logprob|entropy)$")
+    confidence_threshold: float = Field(default=-1.0, description="Below it, ask the teacher.")
+    steps: list[RolloutStep] = Field(default_factory=list, max_length=16)
+    min_agreement: float = Field(default=0.9, ge=0.0, le=1.0)
+    max_fallback_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    auto_redistill: bool = Field(default=False, description="Loop back to Source on drift.")
+    schedule: str | None = Field(
+        default=None, max_length=128, description="Cron schedule for re-distillation."
+    )
+
+
+class RayMode(StrEnum):
+    SUBMIT = "submit"
+    RAYJOB = "rayjob"
+
+
+class Ray(ApiModel):
+    """Where stage jobs run."""
+
+    mode: RayMode = Field(
+        default=RayMode.SUBMIT,
+        description="submit: send jobs to an existing Ray cluster's dashboard (address); "
+        "rayjob: create a KubeRay RayJob per stage attempt.",
+    )
+    address: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=512,
+        description="Dashboard URL for mode submit; defaults to the operator's own setting.",
+    )
+    image: ShortText | None = Field(default=None, description="Image for RayJob clusters.")
+    ray_cluster_spec: dict[str, Any] | None = Field(
+        default=None,
+        description="A KubeRay rayClusterSpec template for mode rayjob (head and worker "
+        "groups, GPU workers for training).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.mode != 'rayjob' || has(self.image) || has(self.rayClusterSpec)",
+            message="mode rayjob needs image or rayClusterSpec",
+            field_path=".image",
+            holds=lambda r: (
+                r.mode != RayMode.RAYJOB or r.image is not None or r.ray_cluster_spec is not None
+            ),
+        ),
+    )
+
+
+class Artifacts(ApiModel):
+    """The artifact store: inputs, results, datasets and checkpoints of every stage."""
+
+    uri: str = Field(
+        pattern=ARTIFACT_URI_PATTERN,
+        max_length=1024,
+        description="Root URI: file://, s3://, gs:// (or memory:// for tests).",
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret with the store's credentials (JSON)."
+    )
+
+
+class StagePolicy(ApiModel):
+    """Deadlines and retries of stage jobs."""
+
+    deadline_seconds: int = Field(
+        default=3600, ge=1, description="Longest a stage attempt may run before it is stopped."
+    )
+    max_retries: int = Field(default=2, ge=0, le=20, description="Retries after a failed job.")
+    backoff_seconds: int = Field(
+        default=10, ge=0, le=86400, description="First retry delay; doubles each retry."
+    )
+
+
+class ProjectSpec(ApiModel):
+    """A distillation project: the task, the bar, and how each stage runs."""
+
+    task: str = Field(
+        min_length=1,
+        max_length=500,
+        description="The capability the student must reproduce, in one sentence.",
+    )
+    bar: Bar = Field(description="Metric, threshold, cost and latency targets.")
+    teacher: Teacher
+    students: Students
+    investigate: Investigate
+    source: Source
+    teach: Teach = Field(default_factory=Teach)
+    look: Look = Field(default_factory=Look)
+    launch: Launch = Field(default_factory=Launch)
+    ray: Ray = Field(default_factory=Ray)
+    artifacts: Artifacts
+    policy: StagePolicy = Field(default_factory=StagePolicy)
+    suspend: bool = Field(default=False, description="Pause: no new stage job is started.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.teacher.parameters) || self.students.candidates.all(c, "
+            "!has(c.parameters) || c.parameters < self.teacher.parameters)",
+            message="every student candidate must have fewer parameters than the teacher",
+            field_path=".students.candidates",
+            holds=lambda s: (
+                s.teacher.parameters is None
+                or all(
+                    c.parameters is None or c.parameters < s.teacher.parameters
+                    for c in s.students.candidates
+                )
+            ),
+        ),
+    )

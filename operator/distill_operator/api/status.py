@@ -1,0 +1,133 @@
+"""The DistillationProject status, shaped by the Kubernetes API conventions.
+
+``stage`` and ``phase`` summarise; ``stages`` has one entry per stage in order;
+``conditions`` are metav1.Condition-shaped and follow kstatus (Ready, Reconciling,
+Stalled) so Argo CD and Flux read health as is, plus one per stage exit condition.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from distill_operator.api.rules import ApiModel
+
+
+class Stage(StrEnum):
+    """The seven DISTILL stages, in order."""
+
+    DEFINE = "Define"
+    INVESTIGATE = "Investigate"
+    SOURCE = "Source"
+    TEACH = "Teach"
+    ITERATE = "Iterate"
+    LOOK = "Look"
+    LAUNCH = "Launch"
+
+    @property
+    def exit_condition_type(self) -> str:
+        """The condition type that says whether this stage's exit condition holds."""
+        return EXIT_CONDITION_TYPES[self]
+
+
+EXIT_CONDITION_TYPES = {
+    Stage.DEFINE: "TaskDefined",
+    Stage.INVESTIGATE: "AlternativesRuledOut",
+    Stage.SOURCE: "DataSourced",
+    Stage.TEACH: "TeacherOutputsFiltered",
+    Stage.ITERATE: "StudentSelected",
+    Stage.LOOK: "SlicesPass",
+    Stage.LAUNCH: "StudentLaunched",
+}
+
+
+class StageState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+    def is_terminal(self) -> bool:
+        return self in (StageState.SUCCEEDED, StageState.FAILED, StageState.SKIPPED)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    BASELINE_SUFFICIENT = "BaselineSufficient"
+    MONITORING = "Monitoring"
+    SUSPENDED = "Suspended"
+
+    def is_terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.BASELINE_SUFFICIENT)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=32768)
+    observed_generation: int = Field(default=0, ge=0)
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
+
+
+class JobRecord(ApiModel):
+    """The Ray job of a stage attempt; its id is saved here before it is submitted."""
+
+    mode: str = Field(description="submit or rayjob.")
+    id: str = Field(description="Ray submission id, or RayJob name.")
+    state: str = Field(default="", description="The job's last observed state.")
+    dashboard: str | None = Field(default=None, description="Where to read the job's logs.")
+    submitted_at: str | None = Field(default=None, description="When the job was submitted.")
+
+
+class StageStatus(ApiModel):
+    """Where one stage stands."""
+
+    name: Stage
+    state: StageState = StageState.PENDING
+    exit_condition: str = Field(default="", description="The exit condition, and whether it holds.")
+    reason: str = Field(default="", description="Why the stage is in its state (CamelCase).")
+    message: str = Field(default="")
+    attempt: int = Field(default=0, ge=0, description="Attempt number (0 is the first).")
+    input_hash: str | None = Field(default=None, description="Content hash of the stage input.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    next_attempt_at: str | None = Field(default=None, description="When a retry is due.")
+    job: JobRecord | None = None
+    result_uri: str | None = Field(default=None, description="StageResult JSON of the attempt.")
+
+
+class Student(ApiModel):
+    """The student that is (or will be) served."""
+
+    name: str
+    uri: str | None = None
+    score: float | None = None
+
+
+class ProjectStatus(ApiModel):
+    """Where the project stands: the current stage, each stage, conditions."""
+
+    observed_generation: int = Field(default=0, ge=0)
+    stage: Stage | None = Field(default=None, description="The stage in progress (or last).")
+    phase: Phase = Phase.PENDING
+    stages: list[StageStatus] = Field(default_factory=list, max_length=7)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    student: Student | None = None

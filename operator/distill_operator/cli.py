@@ -1,0 +1,140 @@
+"""The ``distill`` command (also ``kubectl distill``): dev stack, demo, status, CRD."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from distill_operator import api, crd
+
+DEFAULT_STATE_DIR = Path.home() / ".cache" / "distill-operator" / "dev"
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    text = crd.render()
+    if args.out:
+        target = Path(args.out) / crd.CRD_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"wrote {target}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from distill_operator import devstack
+
+    state_dir = Path(args.state_dir)
+    if args.action == "up":
+        info = devstack.up(state_dir, with_operator=not args.no_operator)
+        print(f"export KUBECONFIG={info.kubeconfig}")
+        print(f"Ray dashboard: {info.dashboard_url}")
+    else:
+        devstack.down(state_dir)
+        print("dev stack stopped")
+    return 0
+
+
+def _read_project(namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    from distill_operator.kube import load_api_client
+
+    custom = client.CustomObjectsApi(load_api_client())
+    found: dict[str, Any] = custom.get_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, name
+    )
+    return found
+
+
+def timeline_rows(project: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per stage: state, times, and what the exit condition says."""
+    rows = []
+    for entry in project.get("status", {}).get("stages", []):
+        job = entry.get("job") or {}
+        rows.append(
+            {
+                "stage": entry["name"],
+                "state": entry.get("state", ""),
+                "started": entry.get("startedAt", ""),
+                "finished": entry.get("finishedAt", ""),
+                "reason": entry.get("reason", ""),
+                "detail": entry.get("message") or entry.get("exitCondition", ""),
+                "job": job.get("id", ""),
+            }
+        )
+    return rows
+
+
+def print_timeline(project: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    status = project.get("status", {})
+    meta = project["metadata"]
+    title = (
+        f"{meta['namespace']}/{meta['name']}: stage {status.get('stage', '-')}, "
+        f"phase {status.get('phase', 'Pending')}"
+    )
+    table = Table(title=title, show_lines=False)
+    for column in ("stage", "state", "started", "finished", "reason", "detail", "job"):
+        table.add_column(column.capitalize(), overflow="fold")
+    for row in timeline_rows(project):
+        table.add_row(*row.values())
+    Console(width=160).print(table)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    project = _read_project(args.namespace, args.name)
+    if args.output == "json":
+        print(json.dumps(project.get("status", {}), indent=2))
+    else:
+        print_timeline(project)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from distill_operator import demo
+
+    return demo.run(state_dir=Path(args.state_dir), keep=not args.down)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    crd_cmd = commands.add_parser("crd", help="print (or write) the generated CRD")
+    crd_cmd.add_argument("--out", help="directory to write the CRD file into")
+    crd_cmd.set_defaults(func=_cmd_crd)
+
+    dev = commands.add_parser("dev", help="local control plane + Ray head + operator")
+    dev.add_argument("action", choices=["up", "down"])
+    dev.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    dev.add_argument("--no-operator", action="store_true", help="start no operator process")
+    dev.set_defaults(func=_cmd_dev)
+
+    status = commands.add_parser("status", help="a project's stage timeline")
+    status.add_argument("name")
+    status.add_argument("-n", "--namespace", default="default")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(func=_cmd_status)
+
+    demo = commands.add_parser("demo", help="run the example project on the dev stack")
+    demo.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    demo.add_argument("--down", action="store_true", help="stop the dev stack afterwards")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The operator's thin Kubernetes adapter: read a project, patch its status, look up
+Secrets. Sync client calls, run in a thread so kopf's event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from distill_operator import api
+from distill_operator.errors import TransientError
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+class Kube:
+    """The calls the handlers make, each a coroutine."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+
+    async def get_project(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object,
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name,
+            )  # fmt: skip
+            return cast(dict[str, Any], found)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise TransientError(f"reading {namespace}/{name}: {error.reason}") from error
+
+    async def replace_status(self, *, project: dict[str, Any], status: dict[str, Any]) -> None:
+        """Write the whole status (PUT on the status subresource).
+
+        The object's resourceVersion goes along, so a write based on a stale read is
+        refused (409) instead of overwriting newer status: the next pass reads again.
+        """
+        meta = project["metadata"]
+        body = {
+            "apiVersion": project["apiVersion"],
+            "kind": project["kind"],
+            "metadata": {"name": meta["name"], "resourceVersion": meta["resourceVersion"]},
+            "status": status,
+        }
+        try:
+            await asyncio.to_thread(
+                self._custom.replace_namespaced_custom_object_status,
+                api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"], body,
+            )  # fmt: skip
+        except ApiException as error:
+            if error.status == 404:
+                return  # deleted meanwhile: nothing left to report on
+            where = f"{meta['namespace']}/{meta['name']}"
+            delay = 0.5 if error.status == 409 else 10.0
+            raise TransientError(
+                f"writing status of {where}: {error.status} {error.reason}: {error.body}",
+                delay=delay,
+            ) from error
+
+    async def missing_secret_keys(
+        self, *, namespace: str, refs: list[tuple[str, str]]
+    ) -> tuple[str, ...]:
+        """``name/key`` of each referenced Secret key that does not exist."""
+        missing = []
+        for name, key in refs:
+            try:
+                secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise TransientError(f"reading Secret {name}: {error.reason}") from error
+                missing.append(f"{name}/{key}")
+                continue
+            if key not in (secret.data or {}) and key not in (secret.string_data or {}):
+                missing.append(f"{name}/{key}")
+        return tuple(missing)

@@ -1,0 +1,57 @@
+"""The launcher interface the operator drives, and the job states it understands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    def is_terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One stage attempt's job. ``job_id`` is chosen (and saved in status) beforehand."""
+
+    job_id: str
+    namespace: str
+    entrypoint: str
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the launcher sees of a job it was asked about."""
+
+    job_id: str
+    state: JobState
+    message: str = ""
+    dashboard: str | None = None
+
+
+class Launcher(Protocol):
+    """Submits and watches stage jobs. Every method is idempotent by ``job_id``."""
+
+    mode: str
+
+    def observe(self, *, job_id: str, namespace: str) -> JobObservation | None:
+        """The job's state, or None when no job with this id exists."""
+        ...
+
+    def submit(self, spec: JobSpec) -> JobObservation:
+        """Start the job unless one with the same id exists; return what is there."""
+        ...
+
+    def stop(self, *, job_id: str, namespace: str) -> None:
+        """Stop (and, where the platform keeps objects, delete) the job; no-op if gone."""
+        ...

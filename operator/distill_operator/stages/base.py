@@ -1,0 +1,65 @@
+"""What every stage declares: its exit condition, its workload, what it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill_operator.api import Phase, ProjectSpec, Stage
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision the operator makes itself: a stage's exit condition, or a refusal."""
+
+    met: bool
+    reason: str
+    message: str
+    outcome: Phase | None = None
+    waits: bool = False  # not a failure: re-checked until the world changes
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the operator observed outside the spec that in-operator checks need."""
+
+    missing_secrets: tuple[str, ...] = ()
+
+
+def _no_problem(spec: ProjectSpec, facts: Facts) -> Verdict | None:
+    return None
+
+
+@dataclass(frozen=True)
+class StageDefinition:
+    """One DISTILL stage as the machine sees it.
+
+    Attributes:
+        stage: which stage.
+        exit_condition: the exit condition in words, for this spec.
+        workload: the ``distill_jobs`` module its Ray job runs, or None when the
+            operator decides the stage itself (``decide``).
+        reads: top-level spec sections that go into the stage input (and its hash).
+        upstream: earlier stages whose results the workload builds on.
+        preflight: a user's mistake only the operator can see, found before any job.
+        decide: the verdict of an in-operator stage.
+    """
+
+    stage: Stage
+    exit_condition: Callable[[ProjectSpec], str]
+    workload: str | None = None
+    reads: tuple[str, ...] = ()
+    upstream: tuple[Stage, ...] = ()
+    preflight: Callable[[ProjectSpec, Facts], Verdict | None] = _no_problem
+    decide: Callable[[ProjectSpec, Facts], Verdict] | None = None
+    spec_excerpt: Callable[[ProjectSpec], dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        reads = self.reads
+
+        def excerpt(spec: ProjectSpec) -> dict[str, Any]:
+            dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return {section: dumped[section] for section in reads if section in dumped}
+
+        object.__setattr__(self, "spec_excerpt", excerpt)
