@@ -9,7 +9,9 @@ with ``USE_EXISTING_CLUSTER``.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from distill_operator.devstack import (
     cluster_from_environment,
     kubectl,
 )
+from distill_operator.launch.rayjob import KUBERAY_VERSION
+from kuberay_standin import KubeRayStandIn
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
@@ -108,10 +112,36 @@ def namespace(kubeconfig: str, run_id: str, namespace_numbers: Iterator[int]) ->
     the delete is only issued, never waited for; a fresh name per test keeps tests apart.
     """
     name = f"t-{run_id}-{next(namespace_numbers)}"
-    manifest = (
-        "apiVersion: v1\nkind: Namespace\n"
-        f"metadata:\n  name: {name}\n  labels:\n    distill.dev/test-run: {run_id}\n"
-    )
-    kubectl(kubeconfig, "create", "-f", "-", input=manifest)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"distill.dev/test-run": run_id}},
+    }
+    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(manifest))
     yield name
     kubectl(kubeconfig, "delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def kuberay_crds(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """KubeRay's own RayJob and RayCluster CRDs, installed by server-side apply."""
+    crd_dir = tmp_path_factory.mktemp("kuberay-crds")
+    subprocess.run(
+        [str(REPO / "hack" / "fetch-kuberay-crds.sh"), KUBERAY_VERSION, str(crd_dir)],
+        check=True,
+        timeout=600,
+    )
+    installed = apply_crds(kubeconfig, crd_dir=crd_dir)
+    assert "customresourcedefinition.apiextensions.k8s.io/rayjobs.ray.io" in installed
+    return installed
+
+
+@pytest.fixture
+def standin(
+    kuberay_crds: list[str], kubeconfig: str, namespace: str, ray_address: str
+) -> Iterator[KubeRayStandIn]:
+    """The KubeRay stand-in, playing KubeRay's RayJob controller in the test's namespace."""
+    with KubeRayStandIn(
+        kubeconfig=str(kubeconfig), namespace=namespace, ray_address=ray_address
+    ).running() as running:
+        yield running

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import config
@@ -27,13 +27,14 @@ from kubernetes.client import CustomObjectsApi
 from ray.job_submission import JobSubmissionClient
 
 log = logging.getLogger(__name__)
-RAYJOB = {"group": "ray.io", "version": "v1", "plural": "rayjobs"}
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 class Fault(StrEnum):
     # The submitter Job failed (e.g. lost its pod) while the Ray job keeps RUNNING.
     DEPLOYMENT_FAILED_WHILE_RUNNING = "deployment-failed-while-running"
+    # The submitter Job failed whatever Ray says of the job (e.g. it is still PENDING).
+    DEPLOYMENT_FAILED = "deployment-failed"
     # The cluster never becomes ready: the RayJob stays Initializing.
     STUCK_INITIALIZING = "stuck-initializing"
 
@@ -58,7 +59,9 @@ class KubeRayStandIn:
         self.ray_address = ray_address
         self.poll_s = poll_s
         self.faults: dict[str, Fault] = {}
-        self._api = CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
+        self.default_fault: Fault | None = None  # for RayJobs named by someone else
+        client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        self._api = CustomObjectsApi(client)
         self._ray = JobSubmissionClient(ray_address)
         self._live: set[str] = set()  # RayJobs whose Ray job we started and may still run
         self._stopping = threading.Event()
@@ -76,8 +79,11 @@ class KubeRayStandIn:
     def _run(self) -> None:
         while not self._stopping.wait(self.poll_s):
             try:
-                listed = self._api.list_namespaced_custom_object(namespace=self.namespace, **RAYJOB)
-                rayjobs = {item["metadata"]["name"]: item for item in listed["items"]}
+                listed = self._api.list_namespaced_custom_object(
+                    group="ray.io", version="v1", namespace=self.namespace, plural="rayjobs"
+                )
+                items = cast(dict[str, Any], listed)["items"]
+                rayjobs = {item["metadata"]["name"]: item for item in items}
                 for name in self._live - rayjobs.keys():  # deleted: KubeRay's finalizer stops it
                     with contextlib.suppress(RuntimeError):
                         self._ray.stop_job(name)
@@ -90,7 +96,7 @@ class KubeRayStandIn:
     def _reconcile(self, rayjob: Mapping[str, Any]) -> None:
         name, spec = rayjob["metadata"]["name"], rayjob["spec"]
         status: dict[str, Any] = dict(rayjob.get("status") or {})
-        fault = self.faults.get(name)
+        fault = self.faults.get(name, self.default_fault)
         deployment = status.get("jobDeploymentStatus", "")
         if deployment == "":
             status |= {
@@ -118,7 +124,10 @@ class KubeRayStandIn:
                 )
                 if value
             }
-            if fault is Fault.DEPLOYMENT_FAILED_WHILE_RUNNING and job_status == "RUNNING":
+            deployment_failed = fault is Fault.DEPLOYMENT_FAILED or (
+                fault is Fault.DEPLOYMENT_FAILED_WHILE_RUNNING and job_status == "RUNNING"
+            )
+            if deployment_failed:
                 status |= {
                     "jobDeploymentStatus": "Failed",
                     "reason": "SubmissionFailed",
@@ -136,7 +145,12 @@ class KubeRayStandIn:
                 self._live.discard(name)
         if status != (rayjob.get("status") or {}):
             self._api.patch_namespaced_custom_object_status(
-                namespace=self.namespace, name=name, body={"status": status}, **RAYJOB
+                group="ray.io",
+                version="v1",
+                namespace=self.namespace,
+                plural="rayjobs",
+                name=name,
+                body={"status": status},
             )
 
     def _submit(self, *, submission_id: str, spec: Mapping[str, Any]) -> None:
@@ -148,4 +162,5 @@ class KubeRayStandIn:
             submission_id=submission_id,
             runtime_env=yaml.safe_load(spec.get("runtimeEnvYAML") or "{}") or None,
             metadata=dict(spec.get("metadata") or {}),
+            entrypoint_num_cpus=spec.get("entrypointNumCpus") or None,
         )

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from distill_operator import api, crd
 
@@ -30,12 +30,9 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir)
     if args.action == "up":
-        info = devstack.up(state_dir, with_operator=not args.no_operator)
-        print(f"export KUBECONFIG={info.kubeconfig}")
-        print(f"Ray dashboard: {info.dashboard_url}")
+        devstack.up(state_dir, with_operator=not args.no_operator)
     else:
         devstack.down(state_dir)
-        print("dev stack stopped")
     return 0
 
 
@@ -45,10 +42,8 @@ def _read_project(namespace: str, name: str) -> dict[str, Any]:
     from distill_operator.kube import load_api_client
 
     custom = client.CustomObjectsApi(load_api_client())
-    found: dict[str, Any] = custom.get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, name
-    )
-    return found
+    found = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+    return cast(dict[str, Any], found)
 
 
 def timeline_rows(project: dict[str, Any]) -> list[dict[str, str]]:

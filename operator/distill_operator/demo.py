@@ -67,7 +67,9 @@ def run(*, state_dir: Path, keep: bool = True) -> int:
     cli.print_timeline(project)
     print(devstack.kubectl(kubeconfig, "get", "dp", "-n", NAMESPACE).stdout)
     if keep:
-        print(f"The stack is still up: export KUBECONFIG={kubeconfig}; `distill dev down` stops it.")
+        print(
+            f"The stack is still up: export KUBECONFIG={kubeconfig}; `distill dev down` stops it."
+        )
     else:
         devstack.down(state_dir)
     stages = project.get("status", {}).get("stages", [])

@@ -44,6 +44,7 @@ class Settings:
     """Timings of the machine; settings, so tests never shorten production code."""
 
     poll_seconds: float = 5.0
+    driver_cpus: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,9 @@ class _Pass:
             self._check_deadline(spec, entry)
         else:
             entry.job.state = job.state.value
+            # Platforms can call a job failed while parts of it still run (KubeRay's
+            # deployment failed, Ray's job did not): stop it, so no attempt overlaps.
+            self.actions.append(StopJob(entry.job.mode, entry.job.id, self.namespace))
             why = job.message or "it wrote no result"
             self._attempt_failed(spec, entry, "JobFailed", f"job {job.job_id} {job.state}: {why}")
 
@@ -291,6 +295,7 @@ class _Pass:
                     entrypoint=f"python -m {definition.workload} "
                     f"--input {naming.input_uri(stage_dir)}",
                     labels={"distill.dev/project": name, "distill.dev/stage": entry.name.value},
+                    entrypoint_num_cpus=self.settings.driver_cpus,
                 ),
             )
         )

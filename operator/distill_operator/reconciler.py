@@ -38,14 +38,15 @@ class OperatorSettings:
 
     ray_address: str = "http://127.0.0.1:8265"
     machine: machine.Settings = field(default_factory=machine.Settings)
-    retry_delay_seconds: float = 10.0
+    idle_seconds: float = 300.0  # re-check of a project with nothing due (a resync)
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
         return cls(
             ray_address=os.environ.get("DISTILL_RAY_ADDRESS", cls.ray_address),
             machine=machine.Settings(
-                poll_seconds=float(os.environ.get("DISTILL_POLL_SECONDS", "5"))
+                poll_seconds=float(os.environ.get("DISTILL_POLL_SECONDS", "5")),
+                driver_cpus=float(os.environ.get("DISTILL_DRIVER_CPUS", "0.1")),
             ),
         )
 
@@ -165,7 +166,11 @@ async def reconcile_project(
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> float | None:
-    """Reconcile until the machine waits; return seconds until the next pass is due."""
+    """Reconcile until the machine waits.
+
+    Returns:
+        Seconds until the next pass is due, or None when the project is gone.
+    """
     launch_error: str | None = None
     for _ in range(MAX_PASSES):
         body = await runtime.kube.get_project(namespace=namespace, name=name)
@@ -195,6 +200,8 @@ async def reconcile_project(
         except PermanentError as error:
             launch_error = str(error)  # the next pass records it against the stage
             continue
+        if decision.requeue_after is None:
+            return runtime.settings.idle_seconds  # nothing due: a spec change wakes us
         if decision.requeue_after != 0:
             return decision.requeue_after
     return 0.0

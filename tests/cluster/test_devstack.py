@@ -29,7 +29,7 @@ from distill_operator.devstack import (
     read_state,
     up,
 )
-from distill_operator.devstack.procs import group_members
+from distill_operator.devstack.procs import group_members, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_DEADLINE_S = 180.0
@@ -94,7 +94,7 @@ def test_kubectl_version_reports_the_kubernetes_version_built_from_source(
 
 def test_the_python_client_trusts_the_kubeconfig_as_kopf_will(kubeconfig: str) -> None:
     api = CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    names = {item.metadata.name for item in api.list_namespace().items}
+    names = {item.metadata.name for item in api.list_namespace().items if item.metadata}
     assert "default" in names
 
 
@@ -121,7 +121,7 @@ def test_stopping_a_control_plane_leaves_no_process_behind(
     second.stop()
 
     assert not any(is_running(record) for record in records)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert port not in {listening_port for _, listening_port, _ in listening_sockets()}
 
 
@@ -177,7 +177,7 @@ def test_stopping_a_ray_head_stops_its_jobs_and_leaves_other_heads_running(
 
     second.stop()
 
-    assert not any(Path(f"/proc/{pid}").exists() for pid in second_pids)
+    assert not any(pid_alive(pid) for pid in second_pids)
     assert not temp_dir.exists()
     assert ray_head.pids() >= {ray_head.record.leader.pid}
     assert session_pids & ray_head.pids()
@@ -195,6 +195,14 @@ STAND_IN = [
 ]
 
 
+def wait_for_lines(operator: OperatorProcess, text: str, *, count: int) -> None:
+    """Wait until the operator's log holds ``text`` ``count`` times."""
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while operator.log_text().count(text) < count:
+        assert time.monotonic() < deadline, operator.log_text()
+        time.sleep(0.1)
+
+
 def test_the_operator_process_can_be_killed_restarted_and_stopped(tmp_path: Path) -> None:
     operator = OperatorProcess(
         kubeconfig=tmp_path / "kubeconfig",
@@ -203,21 +211,21 @@ def test_the_operator_process_can_be_killed_restarted_and_stopped(tmp_path: Path
         argv=STAND_IN,
         settings=DevStackSettings(stop_timeout_s=5.0),
     )
+    says = f"watching {tmp_path / 'kubeconfig'} http://127.0.0.1:1"
     operator.start()
     first = operator.pid
+    wait_for_lines(operator, says, count=1)
     assert operator.env["DISTILL_ARTIFACTS_URI"] == (tmp_path / "artifacts").as_uri()
 
     operator.kill()
     assert not operator.is_running()
     operator.restart()
     assert operator.is_running() and operator.pid != first
-    deadline = time.monotonic() + 30
-    while operator.log_text().count("watching") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_lines(operator, says, count=2)
     operator.stop()
 
     assert not operator.is_running()
-    assert operator.log_text().count(f"watching {tmp_path / 'kubeconfig'} http://127.0.0.1:1") == 2
+    assert operator.exit_code() == -15  # SIGTERM was enough
 
 
 # --- distill dev up / down -------------------------------------------------------------

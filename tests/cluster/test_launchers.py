@@ -5,26 +5,23 @@ from __future__ import annotations
 
 import itertools
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import config
 from kubernetes.client import ApiClient, Configuration, CustomObjectsApi
 from ray.job_submission import JobSubmissionClient
 
-from distill_operator.devstack import apply_crds
 from distill_operator.errors import LaunchError, UnreachableError
 from distill_operator.launch.base import JobObservation, JobSpec, JobState, Launcher
 from distill_operator.launch.rayjob import (
     GROUP,
-    KUBERAY_VERSION,
     PLURAL,
     VERSION,
     RayJobLauncher,
@@ -190,35 +187,11 @@ def test_an_unreachable_api_server_is_a_transient_error(job_id: str) -> None:
 # --- mode rayjob: the real RayJob CRD on the real API server ----------------------------
 
 
-@pytest.fixture(scope="module")
-def kuberay_crds(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """KubeRay's own RayJob and RayCluster CRDs, installed by server-side apply."""
-    crd_dir = tmp_path_factory.mktemp("kuberay-crds")
-    subprocess.run(
-        [str(REPO / "hack" / "fetch-kuberay-crds.sh"), KUBERAY_VERSION, str(crd_dir)],
-        check=True,
-        timeout=600,
-    )
-    installed = apply_crds(kubeconfig, crd_dir=crd_dir)
-    assert "customresourcedefinition.apiextensions.k8s.io/rayjobs.ray.io" in installed
-    return installed
-
-
 @pytest.fixture
 def api_client(kubeconfig: str) -> Iterator[ApiClient]:
-    client = config.new_client_from_config(config_file=str(kubeconfig))
+    client = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     yield client
     client.close()
-
-
-@pytest.fixture
-def standin(
-    kuberay_crds: list[str], kubeconfig: str, namespace: str, ray_address: str
-) -> Iterator[KubeRayStandIn]:
-    with KubeRayStandIn(
-        kubeconfig=str(kubeconfig), namespace=namespace, ray_address=ray_address
-    ).running() as running:
-        yield running
 
 
 @pytest.fixture
@@ -228,10 +201,10 @@ def rayjob_launcher(api_client: ApiClient, kuberay_crds: list[str]) -> RayJobLau
 
 
 def read_rayjob(api_client: ApiClient, *, namespace: str, name: str) -> dict[str, Any]:
-    rayjob: dict[str, Any] = CustomObjectsApi(api_client).get_namespaced_custom_object(
+    rayjob = CustomObjectsApi(api_client).get_namespaced_custom_object(
         group=GROUP, version=VERSION, namespace=namespace, plural=PLURAL, name=name
     )
-    return rayjob
+    return cast(dict[str, Any], rayjob)
 
 
 def holds(stored: Any, sent: Any) -> bool:
@@ -253,7 +226,7 @@ def rayjob_names(api_client: ApiClient, *, namespace: str) -> list[str]:
     listed = CustomObjectsApi(api_client).list_namespaced_custom_object(
         group=GROUP, version=VERSION, namespace=namespace, plural=PLURAL
     )
-    return [item["metadata"]["name"] for item in listed["items"]]
+    return [item["metadata"]["name"] for item in cast(dict[str, Any], listed)["items"]]
 
 
 def test_a_rayjob_from_the_default_template_passes_kuberays_schema_and_succeeds(
@@ -270,6 +243,7 @@ def test_a_rayjob_from_the_default_template_passes_kuberays_schema_and_succeeds(
         entrypoint=PRINT_HELLO,
         labels={"distill.dev/stage": "teach"},
         env={"GREETING": "via-runtime-env-yaml"},
+        entrypoint_num_cpus=0.5,
     )
     rayjob_launcher.submit(spec)
 

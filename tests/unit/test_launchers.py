@@ -137,6 +137,7 @@ def test_the_rayjob_carries_entrypoint_env_labels_and_cleanup() -> None:
         entrypoint="python -m distill_jobs.teach",
         labels={"distill.dev/project": "p"},
         env={"STAGE": "Teach"},
+        entrypoint_num_cpus=1.0,
     )
     manifest = rayjob_manifest(
         spec=spec, cluster_spec=default_cluster_spec(image="ray:x"), ttl_seconds_after_finished=60
@@ -152,6 +153,8 @@ def test_the_rayjob_carries_entrypoint_env_labels_and_cleanup() -> None:
     assert rayjob["shutdownAfterJobFinishes"] is True
     assert rayjob["ttlSecondsAfterFinished"] == 60
     assert yaml.safe_load(rayjob["runtimeEnvYAML"]) == {"env_vars": {"STAGE": "Teach"}}
+    assert rayjob["entrypointNumCpus"] == 1.0
+    assert rayjob["metadata"] == spec.labels  # Ray's job metadata
 
 
 def test_the_default_cluster_has_a_gpu_worker_group_for_training() -> None:

@@ -144,6 +144,8 @@ def test_a_failed_job_is_retried_after_backoff_with_a_new_attempt_id_then_gives_
     first_id = entry(status, Stage.INVESTIGATE).job.id
     failed = JobObservation(job_id=first_id, state=JobState.FAILED, message="worker died")
     decision = step(spec, status, job=failed)
+    [stop] = of_type(decision, StopJob)
+    assert stop.job_id == first_id, "a failed attempt leaves nothing running"
     retry = entry(decision.status, Stage.INVESTIGATE)
     assert retry.attempt == 1 and retry.job.id != first_id and "-a1-" in retry.job.id
     assert retry.reason == "JobFailed" and "worker died" in retry.message

@@ -33,7 +33,6 @@ _ADMIN_USER = "admin"
 _ADMIN_GROUP = "system:masters"
 _SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 _CONTEXT = "distill-dev"
-_PROBE_TIMEOUT_S = 2.0
 
 
 class Cluster(Protocol):
@@ -274,7 +273,7 @@ class ControlPlane:
                 return True  # stop polling; reported below
             answer = http_get(
                 url,
-                timeout_s=_PROBE_TIMEOUT_S,
+                timeout_s=self.settings.probe_timeout_s,
                 bearer_token=bearer_token,
                 ssl_context=ssl_context,
             )
@@ -307,7 +306,7 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(bundle))
         answer = http_get(
             f"{self.server}/readyz",
-            timeout_s=_PROBE_TIMEOUT_S,
+            timeout_s=self.settings.probe_timeout_s,
             bearer_token=self._token,
             ssl_context=context,
         )

@@ -76,6 +76,12 @@ def record_of(*, name: str, pid: int) -> ProcessRecord:
     return ProcessRecord(name=name, pid=pid, start_ticks=info.start_ticks)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether some process with this pid runs (a zombie does not count)."""
+    info = _read_proc(pid)
+    return info is not None and info.state != "Z"
+
+
 def is_running(record: ProcessRecord) -> bool:
     """Whether the recorded process (not a later one with its pid) still runs."""
     with contextlib.suppress(ChildProcessError):
@@ -197,11 +203,19 @@ def log_tail(path: Path, *, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a test session that is killed takes its
-    # processes along instead of leaking them.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent() -> Callable[[], None]:
+    """A pre-exec hook: the child gets SIGKILL when the thread that started it ends.
+
+    A test session that is killed then takes its processes along instead of leaking
+    them. libc is loaded here, before the fork, because the dynamic loader's lock may
+    be held by another thread at fork time.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return hook
 
 
 def spawn(
@@ -219,7 +233,9 @@ def spawn(
         log_path: Log file; created, or appended to.
         env: The complete environment.
         fate_share: Kill the process when this one dies (tests); False keeps it running
-            after the caller exits (``distill dev up``).
+            after the caller exits (``distill dev up``). Linux ties this to the thread
+            that started the process: start fate-sharing processes from a thread that
+            lives as long as they should (the main thread, in pytest fixtures).
         cwd: Working directory.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +250,7 @@ def spawn(
             # Own session: signals to our terminal's group do not reach it, and its
             # group id is its pid, which is how it is stopped later.
             start_new_session=True,
-            preexec_fn=_die_with_parent if fate_share else None,
+            preexec_fn=_die_with_parent() if fate_share else None,
         )
 
 

@@ -46,8 +46,6 @@ RAY_HEAD_MARKER_ENV = "DISTILL_RAY_HEAD"
 #: Environment the head, its jobs and every Ray client of the dev stack need.
 RAY_LOOPBACK_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
-_PROBE_TIMEOUT_S = 2.0
-
 
 class RayHeadRecord(BaseModel):
     """A running head as the dev stack's state file keeps it."""
@@ -205,7 +203,9 @@ class RayHead:
 
     def _head_node_alive(self) -> bool:
         # The job API answers before the raylet registers; jobs need the node.
-        answer = http_get(f"{self.dashboard_url}/api/v0/nodes", timeout_s=_PROBE_TIMEOUT_S)
+        answer = http_get(
+            f"{self.dashboard_url}/api/v0/nodes", timeout_s=self.settings.probe_timeout_s
+        )
         if answer is None or answer.status != 200:
             return False
         try:
@@ -218,7 +218,9 @@ class RayHead:
         def ready() -> bool:
             if not process.is_running():
                 return True  # stop polling; reported below
-            jobs = http_get(f"{self.dashboard_url}/api/jobs/", timeout_s=_PROBE_TIMEOUT_S)
+            jobs = http_get(
+                f"{self.dashboard_url}/api/jobs/", timeout_s=self.settings.probe_timeout_s
+            )
             return jobs is not None and jobs.status == 200 and self._head_node_alive()
 
         answered = wait_until(

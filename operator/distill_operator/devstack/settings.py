@@ -48,6 +48,7 @@ class DevStackSettings:
         ray_start_timeout_s: Deadline for the Ray head's job API and head node.
         stop_timeout_s: Grace after SIGTERM before SIGKILL, for every process.
         poll_interval_s: How often readiness and exit are polled.
+        probe_timeout_s: Socket timeout of one readiness probe.
         kubectl_timeout_s: Deadline for one kubectl call.
         crd_established_timeout_s: Deadline for applied CRDs to become Established.
         ray_num_cpus: CPUs the Ray head advertises.
@@ -62,6 +63,7 @@ class DevStackSettings:
     ray_start_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
     poll_interval_s: float = 0.2
+    probe_timeout_s: float = 2.0
     kubectl_timeout_s: float = 120.0
     crd_established_timeout_s: float = 60.0
     ray_num_cpus: int = 2

@@ -27,6 +27,9 @@ class JobSpec:
     entrypoint: str
     labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    # CPUs reserved for the stage's driver: on a saturated cluster the job waits
+    # (PENDING) for them instead of overcommitting the node.
+    entrypoint_num_cpus: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,8 @@ def rayjob_manifest(
         "ttlSecondsAfterFinished": ttl_seconds_after_finished,
         "rayClusterSpec": copy.deepcopy(dict(cluster_spec)),
     }
+    if spec.entrypoint_num_cpus:
+        rayjob_spec["entrypointNumCpus"] = spec.entrypoint_num_cpus
     if spec.labels:
         rayjob_spec["metadata"] = dict(spec.labels)  # Ray's job metadata, as in mode submit
     if spec.env:

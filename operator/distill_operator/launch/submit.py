@@ -133,6 +133,7 @@ class SubmitLauncher:
                     submission_id=spec.job_id,
                     runtime_env=runtime_env or None,
                     metadata=dict(spec.labels),
+                    entrypoint_num_cpus=spec.entrypoint_num_cpus or None,
                 )
             except RuntimeError as error:
                 # Another submitter won the race for this id: that job is ours too.
