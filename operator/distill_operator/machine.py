@@ -340,6 +340,7 @@ class _Pass:
         self, entry: StageStatus, verdict: Verdict, result: StageResult | None = None
     ) -> None:
         entry.finished_at = timestamp(self.obs.now)
+        entry.started_at = entry.started_at or entry.finished_at  # stages decided at once
         entry.next_attempt_at = None
         if entry.job is not None and result is not None:
             entry.job.state = self.obs.job.state.value if self.obs.job else entry.job.state

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import fsspec
 from pydantic import ValidationError
 
 from distill_jobs.contract import StageResult, read_result
 from distill_operator import machine
 from distill_operator.api import ProjectSpec, ProjectStatus, StageState, StageStatus
-from distill_operator.errors import PermanentError
+from distill_operator.errors import PermanentError, TransientError
 from distill_operator.kube import Kube
 from distill_operator.launch.base import JobObservation, Launcher
 from distill_operator.launch.rayjob import RayJobLauncher, default_cluster_spec
@@ -151,10 +152,11 @@ async def _carry_out(
 
 
 def _write_input(action: machine.WriteInput) -> None:
-    import fsspec  # local: only this action touches the artifact store for writing
-
-    with fsspec.open(action.uri, "w", auto_mkdir=True) as handle:
-        handle.write(action.stage_input.model_dump_json(indent=2))
+    try:
+        with fsspec.open(action.uri, "w", auto_mkdir=True) as handle:
+            handle.write(action.stage_input.model_dump_json(indent=2))
+    except OSError as error:  # an unwritable or unreachable store may come back
+        raise TransientError(f"writing {action.uri}: {error}") from error
 
 
 async def reconcile_project(

@@ -72,6 +72,7 @@ def test_first_pass_defines_the_task_and_records_the_next_job_before_submitting_
     status = decision.status
     define = entry(status, Stage.DEFINE)
     assert define.state == StageState.SUCCEEDED
+    assert define.started_at == define.finished_at == "2026-11-23T12:00:00Z"
     assert "exact_match >= 0.9, p95 <= 300 ms, <= 0.05/1k" in define.exit_condition
     assert condition(status, "TaskDefined").status == "True"
     investigate = entry(status, Stage.INVESTIGATE)
@@ -160,6 +161,17 @@ def test_a_failed_job_is_retried_after_backoff_with_a_new_attempt_id_then_gives_
     investigate = entry(final, Stage.INVESTIGATE)
     assert investigate.state == StageState.FAILED and final.phase == Phase.FAILED
     assert "gave up after 2 attempts" in investigate.message
+
+
+def test_a_job_the_platform_refuses_is_retried_then_fails_naming_the_stage() -> None:
+    spec = example_spec(**{"policy.maxRetries": 0})
+    status = step(spec, started_investigate()).status
+    refused = "RayJob CRD ray.io/v1 is not installed in the cluster"
+    decision = step(spec, status, launch_error=refused)
+    investigate = entry(decision.status, Stage.INVESTIGATE)
+    assert investigate.state == StageState.FAILED and investigate.reason == "LaunchRefused"
+    assert refused in condition(decision.status, "Stalled").message
+    assert condition(decision.status, "Stalled").message.startswith("Investigate failed")
 
 
 def test_a_job_past_its_deadline_is_stopped_and_retried() -> None:

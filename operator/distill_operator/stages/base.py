@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from distill_operator.api import Phase, ProjectSpec, Stage
@@ -53,13 +53,8 @@ class StageDefinition:
     upstream: tuple[Stage, ...] = ()
     preflight: Callable[[ProjectSpec, Facts], Verdict | None] = _no_problem
     decide: Callable[[ProjectSpec, Facts], Verdict] | None = None
-    spec_excerpt: Callable[[ProjectSpec], dict[str, Any]] = field(init=False)
 
-    def __post_init__(self) -> None:
-        reads = self.reads
-
-        def excerpt(spec: ProjectSpec) -> dict[str, Any]:
-            dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-            return {section: dumped[section] for section in reads if section in dumped}
-
-        object.__setattr__(self, "spec_excerpt", excerpt)
+    def spec_excerpt(self, spec: ProjectSpec) -> dict[str, Any]:
+        """The spec sections this stage reads: its input, and so its input hash."""
+        dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {section: dumped[section] for section in self.reads if section in dumped}
