@@ -24,6 +24,7 @@ from distill_operator.api import (
     StageStatus,
     Student,
 )
+from distill_operator.api.status import MAX_STAGE_METRICS
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.launch.base import JobObservation, JobSpec, JobState
 from distill_operator.stages import BY_STAGE, PIPELINE, Facts, StageDefinition, Verdict
@@ -355,6 +356,8 @@ class _Pass:
                     self._move(
                         later, StageState.SKIPPED, "Skipped", f"project ended {verdict.outcome}"
                     )
+        if result is not None:
+            entry.metrics = _headline_metrics(result)
         if result is not None and "student" in result.artifacts:
             self.status.student = Student(
                 name=str(result.metrics.get("student", "student")),
@@ -383,3 +386,13 @@ def _verdict_of(result: StageResult) -> Verdict:
     known = {phase.value for phase in Phase}
     outcome = Phase(result.outcome) if result.outcome and result.outcome in known else None
     return Verdict(result.exit_condition_met, result.reason, result.message, outcome)
+
+
+def _headline_metrics(result: StageResult) -> dict[str, float]:
+    """The result's top-level numbers, bounded so status stays small."""
+    numbers = {
+        key: float(value)
+        for key, value in sorted(result.metrics.items())
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return dict(list(numbers.items())[:MAX_STAGE_METRICS])

@@ -267,7 +267,7 @@ def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> No
     iterate = result_for(
         status,
         Stage.ITERATE,
-        metrics={"student": "tiny", "score": 0.93},
+        metrics={"student": "tiny", "score": 0.93, "candidates": 2, "table": {"tiny": 1}},
         artifacts={"student": "file:///tmp/s"},
     )
     status = step(spec, status, result=iterate).status
@@ -277,6 +277,8 @@ def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> No
     assert status.phase == Phase.MONITORING
     assert status.student is not None and status.student.name == "tiny"
     assert status.student.score == pytest.approx(0.93)
+    headline = entry(status, Stage.ITERATE).metrics
+    assert headline == {"candidates": 2.0, "score": 0.93}, "numbers only, tables stay out"
     assert all(condition(status, s.exit_condition_type).status == "True" for s in Stage)
 
 

@@ -324,23 +324,122 @@ class Source(ApiModel):
     allow_oversampling: bool = Field(
         default=False, description="Oversample a critical slice below minCount instead of failing."
     )
-    held_out_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
-    seed: int = Field(default=0, ge=0)
-
-
-class Teach(ApiModel):
-    """How teacher outputs are filtered before anything trains on them."""
-
-    review_sample_rate: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Share of open-ended outputs queued for review."
+    held_out_fraction: float = Field(
+        default=0.1, gt=0.0, le=0.5, description="Share of each slice set aside, never trained on."
     )
-    max_output_tokens: int = Field(default=512, ge=1, le=131072)
-    verifier_function: str | None = Field(
+    seed: int = Field(default=0, ge=0, description="Seed of the split and of any sampling.")
+    near_duplicate_threshold: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Prompts whose word-shingle Jaccard similarity reaches this are "
+        "near-duplicates; one of them is kept (1.0 keeps all but exact duplicates).",
+    )
+    prompt_field: str = Field(
+        default="prompt",
+        max_length=128,
+        description="For records without chat messages: the field holding the prompt.",
+    )
+    reference_field: str = Field(
+        default="reference",
+        max_length=128,
+        description="Field with a known-good answer, when traffic has one (for verifiers "
+        "and the held-out set).",
+    )
+
+
+class VerifierKind(StrEnum):
+    EXACT_MATCH = "exact_match"
+    REGEX = "regex"
+    JSON_SCHEMA = "json_schema"
+    PYTHON = "python"
+
+
+class Verifier(ApiModel):
+    """A check of teacher outputs; an output that fails any verifier is dropped."""
+
+    kind: VerifierKind = Field(
+        description="exact_match (against the prompt's reference), regex (the output must "
+        "match pattern), json_schema (the output must be JSON valid against schema), or "
+        "python (your function module:function returns True to keep)."
+    )
+    pattern: str | None = Field(default=None, max_length=4096, description="For kind regex.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="For kind json_schema: the JSON Schema outputs must satisfy.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    function: str | None = Field(
         default=None,
         pattern=PYTHON_REF_PATTERN,
         max_length=256,
-        description="Your own check as module:function; returns True to keep an output.",
+        description="For kind python: module:function taking (prompt_record, output) and "
+        "returning True to keep.",
     )
+    slices: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Slices it applies to; empty means every prompt with a reference "
+        "(exact_match) or every prompt (the others).",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.kind != 'regex' || has(self.pattern)",
+            message="kind regex needs pattern",
+            field_path=".pattern",
+            holds=lambda v: v.kind != VerifierKind.REGEX or v.pattern is not None,
+        ),
+        Rule(
+            cel="self.kind != 'json_schema' || has(self.schema)",
+            message="kind json_schema needs schema",
+            field_path=".schema",
+            holds=lambda v: v.kind != VerifierKind.JSON_SCHEMA or v.json_schema is not None,
+        ),
+        Rule(
+            cel="self.kind != 'python' || has(self.function)",
+            message="kind python needs function (module:function)",
+            field_path=".function",
+            holds=lambda v: v.kind != VerifierKind.PYTHON or v.function is not None,
+        ),
+    )
+
+
+class Teach(ApiModel):
+    """How teacher outputs are collected and filtered before anything trains on them."""
+
+    verifiers: list[Verifier] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Checks for checkable outputs; outputs that fail one are dropped. "
+        "Outputs no verifier applies to are open-ended: a sample goes to review.",
+    )
+    review_sample_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Share of open-ended outputs queued for review."
+    )
+    max_output_tokens: int = Field(
+        default=512, ge=1, le=131072, description="Generation limit per prompt."
+    )
+    min_output_chars: int = Field(
+        default=1, ge=0, description="Shorter outputs are dropped (empty answers)."
+    )
+    max_output_chars: int = Field(
+        default=32768, ge=1, description="Longer outputs are dropped (runaway generations)."
+    )
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="Teacher sampling temperature (0 is greedy)."
+    )
+    batch_size: int = Field(
+        default=16, ge=1, le=4096, description="Prompts per batch for a local (hf) teacher."
+    )
+    concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Requests in flight to an API teacher."
+    )
+    max_request_retries: int = Field(
+        default=5, ge=0, le=50, description="Retries of a request answered 429 or 5xx."
+    )
+    request_timeout_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
 
 
 class Look(ApiModel):

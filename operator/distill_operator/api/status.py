@@ -93,6 +93,9 @@ class JobRecord(ApiModel):
     submitted_at: str | None = Field(default=None, description="When the job was submitted.")
 
 
+MAX_STAGE_METRICS = 32
+
+
 class StageStatus(ApiModel):
     """Where one stage stands."""
 
@@ -108,6 +111,12 @@ class StageStatus(ApiModel):
     next_attempt_at: str | None = Field(default=None, description="When a retry is due.")
     job: JobRecord | None = None
     result_uri: str | None = Field(default=None, description="StageResult JSON of the attempt.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_STAGE_METRICS,
+        description="The result's headline numbers (counts, scores); full tables stay in "
+        "the artifact store, at resultUri.",
+    )
 
 
 class Student(ApiModel):
