@@ -4,13 +4,14 @@ Secrets. Sync client calls, run in a thread so kopf's event loop never blocks.""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from distill_operator import api
-from distill_operator.errors import TransientError
+from distill_operator.errors import PermanentError, TransientError
 
 
 def load_api_client() -> client.ApiClient:
@@ -86,3 +87,16 @@ class Kube:
             if key not in (secret.data or {}) and key not in (secret.string_data or {}):
                 missing.append(f"{name}/{key}")
         return tuple(missing)
+
+    async def secret_value(self, *, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded; a missing Secret or key is a PermanentError."""
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise PermanentError(f"Secret {namespace}/{name} does not exist") from error
+            raise TransientError(f"reading Secret {name}: {error.reason}") from error
+        encoded = (secret.data or {}).get(key)
+        if encoded is None:
+            raise PermanentError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(encoded).decode()

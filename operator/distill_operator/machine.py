@@ -71,8 +71,12 @@ class WriteInput:
 
 @dataclass(frozen=True)
 class SubmitJob:
+    """Submit ``job``; ``secret_env`` names Secret keys resolved into its env at submit
+    time, so key values never pass through status, the machine or the input file."""
+
     mode: str
     job: JobSpec
+    secret_env: tuple[tuple[str, str, str], ...] = ()  # (env var, Secret name, key)
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,7 @@ class _Pass:
                     labels={"distill.dev/project": name, "distill.dev/stage": entry.name.value},
                     entrypoint_num_cpus=self.settings.driver_cpus,
                 ),
+                secret_env=_secret_env(spec, definition),
             )
         )
         self.actions.append(Emit("Normal", "JobSubmitted", f"{entry.name}: job {entry.job.id}"))
@@ -396,3 +401,14 @@ def _headline_metrics(result: StageResult) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
     return dict(list(numbers.items())[:MAX_STAGE_METRICS])
+
+
+TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
+
+
+def _secret_env(spec: ProjectSpec, definition: StageDefinition) -> tuple[tuple[str, str, str], ...]:
+    """Stages that talk to the teacher get its API key, by reference."""
+    ref = spec.teacher.api_key_secret_ref
+    if ref is None or "teacher" not in definition.reads:
+        return ()
+    return ((TEACHER_API_KEY_ENV, ref.name, ref.key),)

@@ -9,6 +9,7 @@ the actions, so that a crash at any point is repaired by the next pass.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -144,7 +145,16 @@ async def _carry_out(
             await asyncio.to_thread(_write_input, action)
         elif isinstance(action, machine.SubmitJob):
             launcher = runtime.launcher(spec, action.mode)
-            await asyncio.to_thread(launcher.submit, action.job)
+            job = action.job
+            if action.secret_env:
+                secrets = {
+                    variable: await runtime.kube.secret_value(
+                        namespace=job.namespace, name=name, key=key
+                    )
+                    for variable, name, key in action.secret_env
+                }
+                job = dataclasses.replace(job, env={**job.env, **secrets})
+            await asyncio.to_thread(launcher.submit, job)
             logger.info("submitted job %s (%s)", action.job.job_id, action.mode)
         elif isinstance(action, machine.StopJob):
             launcher = runtime.launcher(spec, action.mode)

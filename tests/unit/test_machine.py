@@ -96,6 +96,20 @@ def test_a_recorded_job_that_does_not_exist_yet_is_submitted_once_with_that_id()
     assert submit.mode == "submit"
 
 
+def test_an_api_teachers_key_goes_to_its_jobs_by_reference_only() -> None:
+    spec = example_spec(
+        **{
+            "teacher.backend": "anthropic",
+            "teacher.model": "claude",
+            "teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"},
+        }
+    )
+    status = step(spec, ProjectStatus()).status
+    [submit] = of_type(step(spec, status), SubmitJob)
+    assert submit.secret_env == (("DISTILL_TEACHER_API_KEY", "teacher-key", "api-key"),)
+    assert "teacher-key" not in status.model_dump_json()
+
+
 def test_a_running_job_found_after_a_restart_is_watched_not_submitted_again() -> None:
     status = step(example_spec(), started_investigate()).status
     job_id = entry(status, Stage.INVESTIGATE).job.id
