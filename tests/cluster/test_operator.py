@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import fsspec
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -20,90 +19,7 @@ from distill_operator.devstack.operator_process import OperatorProcess
 from kuberay_standin import Fault, KubeRayStandIn
 from manifests import REFUSED, BadManifest, example_manifest
 
-WAIT_S = 90.0
-RAY_IMAGE = "rayproject/ray:2.60.0-py311"
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def custom(kubeconfig: str) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
-
-
-@pytest.fixture(scope="module")
-def ray_jobs(ray_address: str) -> JobSubmissionClient:
-    return JobSubmissionClient(ray_address)
-
-
-@pytest.fixture(scope="module")
-def operator(
-    kubeconfig: str, ray_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        kubeconfig=Path(kubeconfig),
-        ray_address=ray_address,
-        state_dir=tmp_path_factory.mktemp("operator"),
-        extra_env={"DISTILL_POLL_SECONDS": "1"},
-    )
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> str:
-    return (tmp_path / "artifacts").as_uri()
-
-
-class Projects:
-    """Create and read DistillationProjects in one test's namespace."""
-
-    def __init__(self, custom: client.CustomObjectsApi, namespace: str, artifacts: str) -> None:
-        self.custom, self.namespace, self.artifacts = custom, namespace, artifacts
-
-    def create(self, name: str, **overrides: Any) -> dict[str, Any]:
-        manifest = example_manifest(name, **{"spec.artifacts.uri": self.artifacts, **overrides})
-        return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, manifest
-        )
-
-    def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
-        )
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.get(name).get("status", {})
-
-    def condition(self, name: str, kind: str) -> dict[str, Any]:
-        conditions = self.status(name).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), {})
-
-    def stage(self, name: str, stage: str) -> dict[str, Any]:
-        stages = self.status(name).get("stages", [])
-        return next((s for s in stages if s["name"] == stage), {})
-
-    def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
-        )
-
-
-@pytest.fixture
-def projects(
-    custom: client.CustomObjectsApi, namespace: str, artifacts: str, operator: OperatorProcess
-) -> Projects:
-    return Projects(custom, namespace, artifacts)
+from .projects import RAY_IMAGE, Projects, wait_for
 
 
 def test_kubectl_explain_shows_the_descriptions_written_for_users(kubeconfig: str) -> None:

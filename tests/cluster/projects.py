@@ -1,0 +1,60 @@
+"""Helpers of the cluster tests: waiting on the live API, reading projects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from distill_operator import api
+from manifests import example_manifest
+
+WAIT_S = 90.0
+RAY_IMAGE = "rayproject/ray:2.60.0-py311"
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class Projects:
+    """Create and read DistillationProjects in one test's namespace."""
+
+    def __init__(self, custom: client.CustomObjectsApi, namespace: str, artifacts: str) -> None:
+        self.custom, self.namespace, self.artifacts = custom, namespace, artifacts
+
+    def create(self, name: str, **overrides: Any) -> dict[str, Any]:
+        manifest = example_manifest(name, **{"spec.artifacts.uri": self.artifacts, **overrides})
+        return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, manifest
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status", {})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        conditions = self.status(name).get("conditions", [])
+        return next((c for c in conditions if c["type"] == kind), {})
+
+    def stage(self, name: str, stage: str) -> dict[str, Any]:
+        stages = self.status(name).get("stages", [])
+        return next((s for s in stages if s["name"] == stage), {})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+        )
