@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from distill_jobs.tiny import build_tiny_model
 
 from distill_jobs.contract import StageInput, StageResult, write_result
+from distill_jobs.tiny import build_tiny_model
 from distill_operator.api import ProjectSpec, Stage
 from distill_operator.stages import BY_STAGE
 from manifests import example_manifest
