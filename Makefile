@@ -21,12 +21,13 @@ export RAY_AUTH_MODE := disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv controlplane kuberay-crds crds lint test test-unit demo clean
+.PHONY: help venv controlplane kuberay-crds crds lint test test-unit demo bench clean
 
 help:
 	@echo "make demo   run the example project on a local control plane and Ray cluster"
 	@echo "make test   lint, type-check and run every test (unit and cluster)"
 	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make bench  benchmarks (tables on stdout, JSON in bench/results/)"
 
 $(VENV_STAMP): pyproject.toml requirements.lock
 	command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -52,8 +53,8 @@ crds: venv
 	$(VENV)/bin/distill crd --out crds
 
 lint: venv
-	$(VENV)/bin/ruff check operator jobs tests
-	$(VENV)/bin/ruff format --check operator jobs tests
+	$(VENV)/bin/ruff check operator jobs tests bench
+	$(VENV)/bin/ruff format --check operator jobs tests bench
 	$(VENV)/bin/mypy --config-file pyproject.toml operator/distill_operator
 
 test-unit: venv
@@ -64,6 +65,9 @@ test: venv controlplane kuberay-crds lint
 
 demo: venv controlplane
 	$(VENV)/bin/distill demo
+
+bench: venv
+	$(VENV)/bin/python bench/teach.py
 
 clean:
 	-$(VENV)/bin/distill dev down

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -61,8 +62,21 @@ class DropReason(StrEnum):
 
     @property
     def phrase(self) -> str:
-        """The reason in a few words, for result messages."""
-        return self.value.replace("_", " ")
+        """The reason in a word or two, for result messages ("61 wrong, 27 too long")."""
+        return _PHRASES.get(self.value, self.value.replace("_", " "))
+
+
+_PHRASES = MappingProxyType(
+    {
+        "wrong_answer": "wrong",
+        "regex_mismatch": "not matching the pattern",
+        "not_json": "not JSON",
+        "schema_mismatch": "against the schema",
+        "rejected": "rejected by a verifier",
+        "verifier_error": "verifier errors",
+        "duplicate": "duplicates",
+    }
+)
 
 
 class VerifierError(ValueError):

@@ -32,7 +32,7 @@ def prompt_hash(text: str) -> str:
 class PromptRecord(BaseModel):
     """One prompt of the training or held-out set (a row of Source's JSONL output)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     id: str = Field(description="prompt_hash of prompt_text.")
     messages: list[dict[str, Any]] = Field(
@@ -41,7 +41,10 @@ class PromptRecord(BaseModel):
     prompt_text: str = Field(description="The text the id and de-duplication are based on.")
     slice: str = UNSLICED
     reference: str | None = Field(default=None, description="A known-good answer, if any.")
-    copy: int = Field(default=0, ge=0, description="Oversampling copy number (0: original).")
+    # "copy" on the wire; not the attribute name, which would shadow BaseModel.copy.
+    copy_index: int = Field(
+        default=0, ge=0, alias="copy", description="Oversampling copy number (0: original)."
+    )
 
 
 class TokenLogprob(BaseModel):

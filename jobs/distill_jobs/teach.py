@@ -1,10 +1,641 @@
-"""Teach workload (`python -m distill_jobs.teach --input URI`): not built yet, see issue #3."""
+"""Teach workload (``python -m distill_jobs.teach --input URI``).
+
+Collects the teacher's answers to Source's training prompts and keeps the ones worth
+training on. In order, each step able to stop the stage with a reason of its own:
+
+1. the teacher's terms must be acknowledged (``TeacherTermsNotAcknowledged``);
+2. verifiers must be usable (``VerifierNotFound``, ``VerifierInvalid``), an API teacher
+   must have its key (``ApiKeyMissing``), Source's result and files must be readable
+   (``SourceResultMissing``, ``SourceArtifactMissing``, ``SourceArtifactUnreadable``);
+3. no held-out prompt may be among the training prompts (``HeldOutLeak``);
+4. collection (:func:`distill_jobs.collect.collect`) into ``<stage dir>/outputs/``
+   (JSONL parts; unanswered prompts in ``failures/``). It resumes: the stage dir is
+   content-addressed by input hash, so a retried attempt finds the earlier attempts'
+   outputs and asks the teacher only for the rest (``TeacherUnavailable`` when no
+   request of the attempt was answered, ``ApiKeyRejected`` when all were refused for
+   the key, ``TeacherModelNotFound``, ``CollectionIncomplete`` when more than
+   :data:`MAX_FAILED_SHARE` of the prompts are still without an answer);
+5. filtering (:mod:`distill_jobs.filters`) and the artifacts (``NothingKept`` when every
+   output was dropped, else ``TeacherOutputsFiltered``).
+
+Artifacts, all in the stage dir: ``train.jsonl`` (chat rows: the prompt's messages with
+the teacher's answer appended, ``top_logprobs`` alongside; a prompt Source oversampled
+appears once per copy), ``train.parquet`` (the same rows), ``dropped.jsonl``,
+``review.jsonl`` / ``review.csv``, ``report.json`` (per-slice tables), and the
+collector's ``outputs/`` (everything collected, kept or not) and ``failures/``.
+"""
 
 from __future__ import annotations
 
-from distill_jobs.runner import not_built, stage_main
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
 
-work = not_built("distill_jobs.teach", 3)
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ValidationError
+
+from distill_jobs.collect import CollectionError, CollectionReport, collect
+from distill_jobs.contract import StageInput, StageResult, read_result
+from distill_jobs.filters import (
+    Dropped,
+    DropReason,
+    FilterOutcome,
+    VerifierError,
+    filter_outputs,
+    settings_from_spec,
+)
+from distill_jobs.records import LeakError, PromptRecord, TeacherRecord, assert_no_leak
+from distill_jobs.runner import stage_main
+from distill_jobs.teachers import ModelNotAvailableError, TeacherConfigError, TeacherError
+
+TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
+KEYED_BACKENDS = frozenset({"openai", "anthropic"})
+SOURCE_STAGE = "Source"
+# Prompts that may stay unanswered (after the collector's own retries) before the stage
+# fails rather than train on a set missing a sizeable part of what Source chose.
+MAX_FAILED_SHARE = 0.1
+REASON_OK = "TeacherOutputsFiltered"
+# outputs/ and failures/ are the collector's directories of JSONL parts.
+ARTIFACT_FILES = MappingProxyType(
+    {
+        "train": "train.jsonl",
+        "train_parquet": "train.parquet",
+        "review": "review.jsonl",
+        "review_csv": "review.csv",
+        "dropped": "dropped.jsonl",
+        "report": "report.json",
+        "outputs": "outputs",
+        "failures": "failures",
+    }
+)
+
+Row = dict[str, Any]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class TeachFailure(Exception):
+    """The stage cannot pass: a user's mistake or a dependency that is not there.
+
+    Attributes:
+        reason: CamelCase reason for the stage result.
+        metrics: numbers already known when it failed.
+    """
+
+    def __init__(self, reason: str, message: str, *, metrics: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.metrics = dict(metrics or {})
+
+
+def stage_files(stage_dir: str) -> dict[str, str]:
+    """URIs of everything Teach writes, by artifact name: all in its stage dir."""
+    return {name: f"{stage_dir}/{file}" for name, file in ARTIFACT_FILES.items()}
+
+
+def work(stage_input: StageInput) -> StageResult:
+    """Teach: collect teacher outputs, verify and filter them, write the training set."""
+    try:
+        return teach(stage_input)
+    except TeachFailure as failure:
+        return _result(
+            stage_input,
+            met=False,
+            reason=failure.reason,
+            message=str(failure),
+            metrics=failure.metrics,
+        )
+
+
+def teach(stage_input: StageInput) -> StageResult:
+    """The stage itself; a :class:`TeachFailure` says why it cannot pass."""
+    teacher: Mapping[str, Any] = stage_input.spec.get("teacher") or {}
+    teach_spec: Mapping[str, Any] = stage_input.spec.get("teach") or {}
+    require_terms(teacher)
+    try:
+        settings = settings_from_spec(teach_spec, seed=stage_input.input_hash())
+    except VerifierError as error:
+        raise TeachFailure(error.reason, str(error)) from None
+    api_key = teacher_api_key(teacher, environ=os.environ)
+    source = source_artifacts(stage_input)
+    rows = read_jsonl(source["train"], model=PromptRecord, what="Source's train")
+    refuse_leaks(rows, held_out_uri=source["held_out_hashes"])
+    files = stage_files(stage_input.stage_dir())
+    prompts = distinct_prompts(rows)
+    collection = collect_outputs(
+        train_uri=source["train"],
+        stage_dir=stage_input.stage_dir(),
+        teacher=teacher,
+        teach=teach_spec,
+        api_key=api_key,
+    )
+    answers = read_answers(files["outputs"])
+    check_collection(collection, prompts=prompts, answers=answers, teacher=teacher)
+    outcome = filter_outputs(answers, prompts=prompts, settings=settings)
+    copies = Counter(row.id for row in rows)
+    train_rows = write_artifacts(outcome, prompts=prompts, copies=copies, files=files)
+    return summarise(
+        stage_input,
+        outcome=outcome,
+        collection=collection,
+        prompts=len(prompts),
+        train_rows=train_rows,
+        files=files,
+    )
+
+
+# --- checks before any teacher is asked -------------------------------------------------
+
+
+def require_terms(teacher: Mapping[str, Any]) -> None:
+    """The teacher's terms must be acknowledged before anything is collected."""
+    if teacher.get("termsAcknowledged") is not True:
+        raise TeachFailure(
+            "TeacherTermsNotAcknowledged",
+            "spec.teacher.termsAcknowledged: confirm that the teacher's terms permit "
+            "training on its outputs, then set it to true",
+        )
+
+
+def teacher_api_key(teacher: Mapping[str, Any], *, environ: Mapping[str, str]) -> str | None:
+    """The API key from the environment; an API teacher without one is a user error."""
+    key = environ.get(TEACHER_API_KEY_ENV) or None
+    if key is None and teacher.get("backend") in KEYED_BACKENDS:
+        raise TeachFailure(
+            "ApiKeyMissing",
+            f"spec.teacher.apiKeySecretRef: backend {teacher.get('backend')} needs an API "
+            f"key, and the job has none ({TEACHER_API_KEY_ENV} is not set); point "
+            "apiKeySecretRef at a Secret key that holds it",
+        )
+    return key
+
+
+def source_artifacts(stage_input: StageInput) -> Mapping[str, str]:
+    """Source's artifact URIs, from its result (named in ``upstream.Source``)."""
+    uri = stage_input.upstream.get(SOURCE_STAGE)
+    if not uri:
+        raise TeachFailure(
+            "SourceResultMissing", "upstream.Source: the stage input names no Source result"
+        )
+    try:
+        result = read_result(uri)
+    except (OSError, ValueError) as error:
+        raise TeachFailure(
+            "SourceResultUnreadable", f"Source result {uri} cannot be read: {_first_line(error)}"
+        ) from None
+    if result is None:
+        raise TeachFailure("SourceResultMissing", f"Source result {uri} does not exist")
+    if not result.exit_condition_met:
+        raise TeachFailure("SourceNotPassed", f"Source result {uri} did not pass ({result.reason})")
+    for name in ("train", "held_out_hashes"):
+        if name not in result.artifacts:
+            raise TeachFailure(
+                "SourceArtifactMissing", f"Source result {uri} has no artifacts.{name}"
+            )
+    return result.artifacts
+
+
+def read_jsonl(uri: str, *, model: type[Model], what: str) -> list[Model]:
+    """Every row of a JSONL file, validated; a bad row is a user error naming its line."""
+    rows: list[Model] = []
+    try:
+        with fsspec.open(uri, "r") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    rows.append(_parse_row(line, model=model, where=f"{what} {uri} line {number}"))
+    except FileNotFoundError:
+        raise TeachFailure("SourceArtifactMissing", f"{what} {uri} does not exist") from None
+    return rows
+
+
+def _parse_row(line: str, *, model: type[Model], where: str) -> Model:
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as error:
+        raise TeachFailure(
+            "SourceArtifactUnreadable",
+            f"{where}: not a {model.__name__}: {_first_line(error, skip=1)}",
+        ) from None
+
+
+def refuse_leaks(rows: Sequence[PromptRecord], *, held_out_uri: str) -> None:
+    """Stop before any collection when a held-out prompt is among the training prompts."""
+    try:
+        with fsspec.open(held_out_uri, "r") as handle:
+            held_out = json.load(handle)
+    except FileNotFoundError:
+        raise TeachFailure(
+            "SourceArtifactMissing", f"Source's held-out hashes {held_out_uri} do not exist"
+        ) from None
+    except ValueError as error:
+        raise TeachFailure(
+            "SourceArtifactUnreadable",
+            f"Source's held-out hashes {held_out_uri}: not JSON ({error})",
+        ) from None
+    if not isinstance(held_out, list) or not all(isinstance(item, str) for item in held_out):
+        raise TeachFailure(
+            "SourceArtifactUnreadable",
+            f"Source's held-out hashes {held_out_uri}: expected a JSON list of prompt ids",
+        )
+    try:
+        assert_no_leak((row.id for row in rows), set(held_out))
+    except LeakError as error:
+        raise TeachFailure("HeldOutLeak", f"Source's train: {error}") from None
+
+
+def distinct_prompts(rows: Iterable[PromptRecord]) -> dict[str, PromptRecord]:
+    """One prompt per id (Source's oversampled copies share their original's id)."""
+    prompts: dict[str, PromptRecord] = {}
+    for row in rows:
+        if row.id not in prompts or row.copy_index < prompts[row.id].copy_index:
+            prompts[row.id] = row
+    return prompts
+
+
+# --- collection -------------------------------------------------------------------------
+
+
+def collect_outputs(
+    *,
+    train_uri: str,
+    stage_dir: str,
+    teacher: Mapping[str, Any],
+    teach: Mapping[str, Any],
+    api_key: str | None,
+) -> CollectionReport:
+    """Ask the teacher for every prompt not yet answered under the stage dir."""
+    try:
+        return collect(
+            prompts_uri=train_uri,
+            out_uri=stage_dir,
+            teacher=dict(teacher),
+            teach=dict(teach),
+            api_key=api_key,
+        )
+    except CollectionError as error:
+        raise unavailable(error.report, teacher=teacher) from None
+    except Exception as error:
+        cause = teacher_error(error)
+        if isinstance(cause, ModelNotAvailableError):
+            raise TeachFailure("TeacherModelNotFound", f"spec.teacher.model: {cause}") from None
+        if isinstance(cause, TeacherConfigError):
+            raise TeachFailure("TeacherMisconfigured", str(cause)) from None
+        raise
+
+
+def teacher_error(error: BaseException, *, depth: int = 6) -> TeacherError | None:
+    """The teacher's own error behind ``error``, if any: Ray wraps what an actor raised
+    (``ActorDiedError(RayTaskError(cause=...))``), chaining and args included."""
+    if isinstance(error, TeacherError):
+        return error
+    if depth == 0:
+        return None
+    inner = [getattr(error, "cause", None), error.__cause__, error.__context__, *error.args]
+    for candidate in inner:
+        if isinstance(candidate, BaseException):
+            found = teacher_error(candidate, depth=depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def unavailable(report: CollectionReport, *, teacher: Mapping[str, Any]) -> TeachFailure:
+    """No request of this attempt was answered: the teacher is down, or refuses the key."""
+    reasons = _count_phrase(report.failed_by_reason)
+    kept = f"; {report.resumed} answers from earlier attempts are kept" if report.resumed else ""
+    if set(report.failed_by_reason) == {"auth_error"}:
+        return TeachFailure(
+            "ApiKeyRejected",
+            f"spec.teacher.apiKeySecretRef: teacher {_teacher_name(teacher)} refused the API "
+            f"key for all {report.failed} prompts; put a valid key in the Secret{kept}",
+            metrics=_collection_metrics(report),
+        )
+    return TeachFailure(
+        "TeacherUnavailable",
+        f"teacher {_teacher_name(teacher)} answered none of {report.failed} prompts after "
+        f"retries ({reasons}){kept}; a retry asks only for the rest",
+        metrics=_collection_metrics(report),
+    )
+
+
+def read_answers(uri: str) -> list[TeacherRecord]:
+    """One answer per prompt id from the collector's ``outputs/`` parts, in part order.
+
+    The collector writes a row per oversampled copy (and may answer an id again after a
+    torn write): the first row of an id is its answer; train.jsonl restores the copies.
+    A torn last line of a part is skipped, as the collector skips it.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return []
+    answers: dict[str, TeacherRecord] = {}
+    for part in sorted(fs.glob(f"{path.rstrip('/')}/*.jsonl")):
+        with fs.open(part, "r") as handle:
+            for line in handle:
+                try:
+                    answer = TeacherRecord.model_validate_json(line)
+                except ValidationError:
+                    continue
+                answers.setdefault(answer.id, answer)
+    return list(answers.values())
+
+
+def check_collection(
+    report: CollectionReport,
+    *,
+    prompts: Mapping[str, PromptRecord],
+    answers: Sequence[TeacherRecord],
+    teacher: Mapping[str, Any],
+) -> None:
+    """Fail when more than :data:`MAX_FAILED_SHARE` of the prompts are unanswered."""
+    missing = len(prompts.keys() - {answer.id for answer in answers})
+    if missing <= MAX_FAILED_SHARE * len(prompts):
+        return
+    raise TeachFailure(
+        "CollectionIncomplete",
+        f"{missing} of {len(prompts)} prompts have no answer from teacher "
+        f"{_teacher_name(teacher)} ({_count_phrase(report.failed_by_reason) or 'none failed'} "
+        f"in this attempt); more than {MAX_FAILED_SHARE:.0%} missing. The "
+        f"{len(prompts) - missing} answers so far are kept and a retry asks only for the rest",
+        metrics=_collection_metrics(report) | {"missing": missing},
+    )
+
+
+def _teacher_name(teacher: Mapping[str, Any]) -> str:
+    name = f"{teacher.get('backend')}:{teacher.get('model')}"
+    endpoint = teacher.get("endpoint")
+    return f"{name} at {endpoint}" if endpoint else name
+
+
+# --- artifacts ----------------------------------------------------------------------------
+
+
+def write_artifacts(
+    outcome: FilterOutcome,
+    *,
+    prompts: Mapping[str, PromptRecord],
+    copies: Mapping[str, int],
+    files: Mapping[str, str],
+) -> int:
+    """Write the training set, drops, review queue and report; return the train rows."""
+    rows = list(train_rows(outcome.kept, copies=copies))
+    write_jsonl(files["train"], rows)
+    write_parquet(files["train_parquet"], rows)
+    write_jsonl(files["dropped"], (dropped_row(item) for item in outcome.dropped))
+    review = [review_row(record, prompt=prompts[record.id]) for record in outcome.review]
+    write_jsonl(files["review"], review)
+    write_review_csv(files["review_csv"], review)
+    write_json(files["report"], report(outcome, train_rows=len(rows)))
+    return len(rows)
+
+
+def train_rows(kept: Sequence[TeacherRecord], *, copies: Mapping[str, int]) -> Iterable[Row]:
+    """Chat rows; a prompt Source gave n rows keeps n rows (its answers, cycled)."""
+    by_id: dict[str, list[TeacherRecord]] = {}
+    for record in kept:
+        by_id.setdefault(record.id, []).append(record)
+    for prompt_id, answers in by_id.items():
+        for copy in range(max(copies.get(prompt_id, 1), len(answers))):
+            yield chat_row(answers[copy % len(answers)], copy=copy)
+
+
+def chat_row(record: TeacherRecord, *, copy: int) -> Row:
+    """The prompt's messages with the teacher's answer appended, soft labels alongside."""
+    answer: Row = {"role": "assistant", "content": record.output}
+    if record.reasoning is not None:
+        answer["reasoning"] = record.reasoning
+    if record.tool_calls:
+        answer["tool_calls"] = record.tool_calls
+    row: Row = {
+        "id": record.id,
+        "slice": record.slice,
+        "copy": copy,
+        "messages": [*record.messages, answer],
+        "teacher": record.teacher,
+        "tokenizer": record.tokenizer,
+    }
+    if record.top_logprobs is not None:
+        row["top_logprobs"] = [
+            [candidate.model_dump() for candidate in position] for position in record.top_logprobs
+        ]
+    return row
+
+
+def dropped_row(item: Dropped) -> Row:
+    row: Row = {"id": item.id, "slice": item.slice, "reason": item.reason.value}
+    if item.error:
+        row["error"] = item.error
+    return row
+
+
+def review_row(record: TeacherRecord, *, prompt: PromptRecord) -> Row:
+    return {
+        "id": record.id,
+        "slice": record.slice,
+        "prompt": prompt.prompt_text,
+        "output": record.output,
+        "reasoning": record.reasoning,
+        "teacher": record.teacher,
+    }
+
+
+_MESSAGE_TYPE = pa.struct(
+    [(name, pa.string()) for name in ("role", "content", "reasoning", "tool_calls", "name")]
+    + [("tool_call_id", pa.string())]
+)
+_CANDIDATE_TYPE = pa.struct(
+    [("token", pa.string()), ("token_id", pa.int64()), ("logprob", pa.float64())]
+)
+TRAIN_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("slice", pa.string()),
+        ("copy", pa.int32()),
+        ("messages", pa.list_(_MESSAGE_TYPE)),
+        ("teacher", pa.string()),
+        ("tokenizer", pa.string()),
+        ("top_logprobs", pa.list_(pa.list_(_CANDIDATE_TYPE))),
+    ]
+)
+
+
+def parquet_message(message: Mapping[str, Any]) -> Row:
+    """A chat message in the Parquet schema: anything not a string is JSON text."""
+    return {
+        name: value if value is None or isinstance(value, str) else json.dumps(value)
+        for name in _MESSAGE_TYPE.names
+        for value in [message.get(name)]
+    }
+
+
+def write_parquet(uri: str, rows: Sequence[Row]) -> None:
+    """The training rows as Parquet, with a fixed schema (tool calls as JSON text)."""
+    columns = [
+        {**row, "messages": [parquet_message(message) for message in row["messages"]]}
+        for row in rows
+    ]
+    table = pa.Table.from_pylist(columns, schema=TRAIN_SCHEMA)
+    with fsspec.open(uri, "wb", auto_mkdir=True) as handle:
+        pq.write_table(table, handle)
+
+
+def write_jsonl(uri: str, rows: Iterable[Row]) -> None:
+    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_json(uri: str, document: Any) -> None:
+    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
+        json.dump(document, handle, indent=2, sort_keys=True)
+
+
+def write_review_csv(uri: str, rows: Sequence[Row]) -> None:
+    """The review queue for a spreadsheet: empty verdict and note columns to fill in."""
+    buffer = io.StringIO()
+    fields = ["id", "slice", "prompt", "output", "verdict", "note"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({**row, "verdict": "", "note": ""} for row in rows)
+    with fsspec.open(uri, "w", auto_mkdir=True, newline="") as handle:
+        handle.write(buffer.getvalue())
+
+
+def report(outcome: FilterOutcome, *, train_rows: int) -> Row:
+    """The full tables: per slice collected, kept, dropped by reason, review queued."""
+    kept = len(outcome.kept)
+    return {
+        "collected": kept + len(outcome.dropped),
+        "kept": kept,
+        "train_rows": train_rows,
+        "dropped_by_reason": dict(sorted(outcome.dropped_by_reason().items())),
+        "review_queued": len(outcome.review),
+        "verifier_errors": dict(outcome.verifier_errors),
+        "slices": {name: counts.as_dict() for name, counts in sorted(outcome.slices.items())},
+    }
+
+
+# --- the result ---------------------------------------------------------------------------
+
+
+def summarise(
+    stage_input: StageInput,
+    *,
+    outcome: FilterOutcome,
+    collection: CollectionReport,
+    prompts: int,
+    train_rows: int,
+    files: Mapping[str, str],
+) -> StageResult:
+    """The result: passed when something was kept, with headline numbers and tables."""
+    by_reason = outcome.dropped_by_reason()
+    collected = len(outcome.kept) + len(outcome.dropped)
+    metrics: Row = {
+        **_collection_metrics(collection),
+        "prompts": prompts,
+        "collected": collected,
+        "kept": len(outcome.kept),
+        "dropped": len(outcome.dropped),
+        "review_queued": len(outcome.review),
+        "open_ended": sum(counts.open_ended for counts in outcome.slices.values()),
+        "train_rows": train_rows,
+        "verifier_errors": sum(outcome.verifier_errors.values()),
+        **{f"dropped_{reason.value}": by_reason.get(reason.value, 0) for reason in DropReason},
+        "slices": {name: counts.as_dict() for name, counts in sorted(outcome.slices.items())},
+        "failed_by_reason": dict(collection.failed_by_reason),
+    }
+    artifacts = {name: uri for name, uri in files.items() if name != "failures"}
+    if _exists(files["failures"]):  # the collector writes failures/ only when some failed
+        artifacts["failures"] = files["failures"]
+    if not outcome.kept:
+        what = "no teacher outputs were collected"
+        if collected:
+            what = f"all {collected} teacher outputs were dropped ({_reason_phrase(by_reason)})"
+        return _result(
+            stage_input,
+            met=False,
+            reason="NothingKept",
+            message=f"{what}; see {files['dropped']}",
+            metrics=metrics,
+            artifacts=artifacts,
+        )
+    return _result(
+        stage_input,
+        met=True,
+        reason=REASON_OK,
+        message=_kept_message(outcome, collected=collected, collection=collection),
+        metrics=metrics,
+        artifacts=artifacts,
+    )
+
+
+def _kept_message(outcome: FilterOutcome, *, collected: int, collection: CollectionReport) -> str:
+    by_reason = outcome.dropped_by_reason()
+    message = f"kept {len(outcome.kept)} of {collected}"
+    if by_reason:
+        message += f" (dropped {_reason_phrase(by_reason)})"
+    message += f"; {len(outcome.review)} queued for review"
+    if collection.failed:
+        message += f"; {collection.failed} prompts unanswered (a retry asks for them)"
+    return message
+
+
+def _reason_phrase(by_reason: Mapping[str, int], *, top: int = 3) -> str:
+    ranked = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
+    words = [f"{count} {DropReason(reason).phrase}" for reason, count in ranked[:top]]
+    rest = sum(count for _, count in ranked[top:])
+    return ", ".join(words + ([f"{rest} other"] if rest else []))
+
+
+def _count_phrase(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
+
+
+def _collection_metrics(report: CollectionReport) -> Row:
+    return {
+        "answered": report.answered,
+        "failed": report.failed,
+        "resumed": report.resumed,
+        "retries": report.retries,
+        "output_tokens": report.output_tokens,
+        "collect_seconds": report.seconds,
+    }
+
+
+def _result(
+    stage_input: StageInput,
+    *,
+    met: bool,
+    reason: str,
+    message: str,
+    metrics: Mapping[str, Any] | None = None,
+    artifacts: Mapping[str, str] | None = None,
+) -> StageResult:
+    return StageResult(
+        stage=stage_input.stage,
+        input_hash=stage_input.input_hash(),
+        exit_condition_met=met,
+        reason=reason,
+        message=message,
+        metrics=dict(metrics or {}),
+        artifacts=dict(artifacts or {}),
+    )
+
+
+def _exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return bool(fs.exists(path))
+
+
+def _first_line(error: Exception, *, skip: int = 0) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[skip : skip + 2]) or type(error).__name__
 
 
 def main() -> int:

@@ -20,8 +20,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 BUILD_FILE = "tiny_build.json"
+TOKENIZER_SEED = 0  # one shared vocabulary for every tiny model unless asked otherwise
 PAD, EOS, BOS = "<|pad|>", "<|end|>", "<|begin|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 # One turn per message, then the assistant header when asked for a generation prompt.
@@ -75,7 +77,7 @@ _WORDS = (
     "question answer what which how many sum total number value list name city color "
     "red green blue small large first last next before after add subtract times plus "
     "minus equals yes no true false json key tool call result error please explain"
-).split()
+)
 
 
 def synthetic_corpus(*, seed: int, lines: int = 3000) -> list[str]:
@@ -89,21 +91,22 @@ def synthetic_corpus(*, seed: int, lines: int = 3000) -> list[str]:
         The corpus, one string per line.
     """
     rng = random.Random(seed)
+    words = _WORDS.split()
     corpus: list[str] = []
     for index in range(lines):
         kind = index % 3
         if kind == 0:
-            corpus.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14))))
+            corpus.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))))
         elif kind == 1:
             a, b = rng.randint(0, 999), rng.randint(0, 999)
             corpus.append(f"What is {a} plus {b}? The answer is {a + b}.")
         else:
-            key = rng.choice(_WORDS)
+            key = rng.choice(words)
             corpus.append(json.dumps({key: rng.randint(0, 99), "ok": rng.random() < 0.5}))
     return corpus
 
 
-def build_tokenizer(*, seed: int, vocab_size: int) -> object:
+def build_tokenizer(*, seed: int, vocab_size: int) -> Any:
     """Train a byte-level BPE tokenizer with a chat template, pad and eos tokens.
 
     Args:
@@ -140,26 +143,32 @@ def build_tokenizer(*, seed: int, vocab_size: int) -> object:
     )
 
 
-def model_config(*, preset: TinyPreset, tokenizer: object) -> object:
+def model_config(*, preset: TinyPreset, tokenizer: Any) -> Any:
     """A ``LlamaConfig`` of ``preset`` whose special ids match ``tokenizer``."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer),  # type: ignore[arg-type]
+        vocab_size=len(tokenizer),
         hidden_size=preset.hidden_size,
         intermediate_size=preset.intermediate_size,
         num_hidden_layers=preset.num_hidden_layers,
         num_attention_heads=preset.num_attention_heads,
         num_key_value_heads=preset.num_attention_heads,
         max_position_embeddings=preset.max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
-        eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
-        bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
-        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
     )
 
 
-def build_tiny_model(*, directory: str | os.PathLike[str], seed: int, preset: str = "tiny") -> Path:
+def build_tiny_model(
+    *,
+    directory: str | os.PathLike[str],
+    seed: int,
+    preset: str = "tiny",
+    tokenizer_seed: int = TOKENIZER_SEED,
+) -> Path:
     """Build (or find already built) a tiny model and its tokenizer in ``directory``.
 
     Idempotent: a directory that already holds this preset and seed is returned as is.
@@ -168,8 +177,11 @@ def build_tiny_model(*, directory: str | os.PathLike[str], seed: int, preset: st
 
     Args:
         directory: where the model goes (created).
-        seed: seeds the tokenizer corpus and the weight initialisation.
+        seed: seeds the weight initialisation.
         preset: a key of :data:`PRESETS`.
+        tokenizer_seed: seeds the tokenizer's corpus. Models built with the same one
+            (whatever their seed and preset) share a vocabulary, so a tiny student can
+            learn from a tiny teacher's soft labels.
 
     Returns:
         The directory, loadable with ``from_pretrained``.
@@ -184,7 +196,12 @@ def build_tiny_model(*, directory: str | os.PathLike[str], seed: int, preset: st
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
     target = Path(directory)
-    wanted = {"preset": preset, "seed": seed, **asdict(PRESETS[preset])}
+    wanted = {
+        "preset": preset,
+        "seed": seed,
+        "tokenizer_seed": tokenizer_seed,
+        **asdict(PRESETS[preset]),
+    }
     marker = target / BUILD_FILE
     if marker.exists():
         if json.loads(marker.read_text()) == wanted:
@@ -193,10 +210,11 @@ def build_tiny_model(*, directory: str | os.PathLike[str], seed: int, preset: st
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} is not empty and holds no tiny model")
 
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(seed=seed, vocab_size=PRESETS[preset].vocab_size)
+    tokenizer = build_tokenizer(seed=tokenizer_seed, vocab_size=PRESETS[preset].vocab_size)
     config = model_config(preset=PRESETS[preset], tokenizer=tokenizer)
-    model = AutoModelForCausalLM.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # seeded here without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
     # Greedy unless a caller asks otherwise; no sampling defaults hidden in the model.
     model.generation_config = GenerationConfig(
         pad_token_id=config.pad_token_id,
@@ -208,7 +226,7 @@ def build_tiny_model(*, directory: str | os.PathLike[str], seed: int, preset: st
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
+        tokenizer.save_pretrained(staging)
         (staging / BUILD_FILE).write_text(json.dumps(wanted, indent=2))
         if target.exists():
             target.rmdir()  # empty, checked above
