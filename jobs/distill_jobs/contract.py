@@ -16,6 +16,9 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULT_FILE = "result.json"
+# The operator resolves the teacher's Secret into this variable of a stage job's env;
+# the key is never in the spec, the input file or status.
+TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
 
 
 class StageInput(BaseModel):

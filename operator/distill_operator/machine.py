@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from distill_jobs.contract import StageInput, StageResult
+from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult
 from distill_operator import naming
 from distill_operator.api import (
     JobRecord,
@@ -401,9 +401,6 @@ def _headline_metrics(result: StageResult) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
     return dict(list(numbers.items())[:MAX_STAGE_METRICS])
-
-
-TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
 
 
 def _secret_env(spec: ProjectSpec, definition: StageDefinition) -> tuple[tuple[str, str, str], ...]:

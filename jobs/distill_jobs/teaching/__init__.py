@@ -1,0 +1,1 @@
+"""Parts of the Teach workload (:mod:`distill_jobs.teach`)."""
