@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 from distill_operator.devstack.binaries import resolve_binaries
 from distill_operator.devstack.errors import KubectlError
+from distill_operator.devstack.procs import wait_until
 from distill_operator.devstack.settings import DevStackSettings
 
 _FIELD_MANAGER = "distill-devstack"
@@ -90,12 +92,26 @@ def apply_crds(
     )
     names = applied.stdout.split()
     # Creating a custom resource right after apply fails until the CRD is Established.
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        f"--timeout={int(timings.crd_established_timeout_s)}s",
-        *names,
-        timeout_s=timings.crd_established_timeout_s + timings.kubectl_timeout_s,
-    )
+    # Polled here rather than with `kubectl wait`, which errors out instead of waiting
+    # while a fresh CRD has no status.conditions yet.
+    if not wait_until(
+        lambda: _all_established(kubeconfig, names),
+        timeout_s=timings.crd_established_timeout_s,
+        poll_interval_s=timings.poll_interval_s,
+    ):
+        raise KubectlError(f"CRDs not Established after {timings.crd_established_timeout_s}s")
     return names
+
+
+def _all_established(kubeconfig: Path | str, names: list[str]) -> bool:
+    listed = kubectl(kubeconfig, "get", *names, "-o", "json", check=False)
+    if listed.returncode != 0:
+        return False
+    items = json.loads(listed.stdout).get("items", [])
+    return len(items) == len(names) and all(
+        any(
+            condition.get("type") == "Established" and condition.get("status") == "True"
+            for condition in (item.get("status") or {}).get("conditions") or []
+        )
+        for item in items
+    )
