@@ -107,7 +107,8 @@ def _all_established(kubeconfig: Path | str, names: list[str]) -> bool:
     listed = kubectl(kubeconfig, "get", *names, "-o", "json", check=False)
     if listed.returncode != 0:
         return False
-    items = json.loads(listed.stdout).get("items", [])
+    document = json.loads(listed.stdout)
+    items = document.get("items", []) if document.get("kind") == "List" else [document]
     return len(items) == len(names) and all(
         any(
             condition.get("type") == "Established" and condition.get("status") == "True"
