@@ -80,6 +80,7 @@ from distill_jobs.sourcing.settings import (
     read_settings,
 )
 from distill_jobs.sourcing.tally import Tally, tally_rows
+from distill_jobs.store import write_json
 
 ARTIFACT_FILES = {
     "train": "train.jsonl",
@@ -133,11 +134,6 @@ class Findings:
 def _uris(stage_input: StageInput) -> dict[str, str]:
     root = stage_input.stage_dir()
     return {name: f"{root}/{file_name}" for name, file_name in ARTIFACT_FILES.items()}
-
-
-def _write_json(uri: str, payload: Any) -> None:
-    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
 
 
 def _listed(items: list[str]) -> str:
@@ -317,8 +313,8 @@ def _source(
         uris = _uris(stage_input)
         placements = _placements(splits, findings.coverage)
         _write_prompts(parsed, placements=placements, uris=uris)
-    _write_json(uris["held_out_hashes"], sorted(held_out))
-    _write_json(uris["report"], findings.report())
+    write_json(uris["held_out_hashes"], sorted(held_out))
+    write_json(uris["report"], findings.report())
     table = findings.table()
     return StageResult(
         stage=stage_input.stage,
@@ -338,7 +334,7 @@ def _failure(
     artifacts, metrics = {}, {}
     if findings is not None and findings.listing is not None:
         artifacts["report"] = _uris(stage_input)["report"]
-        _write_json(artifacts["report"], findings.report() | {"problem": str(error)})
+        write_json(artifacts["report"], findings.report() | {"problem": str(error)})
         metrics = findings.metrics()
     return StageResult(
         stage=stage_input.stage,

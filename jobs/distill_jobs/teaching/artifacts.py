@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from distill_jobs.filters import Dropped, FilterOutcome
 from distill_jobs.records import PromptRecord, TeacherRecord
+from distill_jobs.store import write_json, write_jsonl
 
 Row = dict[str, Any]
 
@@ -126,17 +127,6 @@ def write_parquet(uri: str, rows: Sequence[Row]) -> None:
     table = pa.Table.from_pylist(columns, schema=TRAIN_SCHEMA)
     with fsspec.open(uri, "wb", auto_mkdir=True) as handle:
         pq.write_table(table, handle)
-
-
-def write_jsonl(uri: str, rows: Iterable[Row]) -> None:
-    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def write_json(uri: str, document: Any) -> None:
-    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
-        json.dump(document, handle, indent=2, sort_keys=True)
 
 
 def write_review_csv(uri: str, rows: Sequence[Row]) -> None:
