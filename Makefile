@@ -68,6 +68,7 @@ demo: venv controlplane
 
 bench: venv
 	$(VENV)/bin/python bench/teach.py
+	$(VENV)/bin/python bench/train.py
 
 clean:
 	-$(VENV)/bin/distill dev down

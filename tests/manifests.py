@@ -100,4 +100,12 @@ REFUSED = [
         "no-alternatives", {"spec.investigate.alternatives": []},
         "spec.investigate.alternatives", "1",
     ),
+    BadManifest(
+        "unknown-lr-schedule", {"spec.students.training.lrSchedule": "step"},
+        "spec.students.training.lrSchedule", "step",
+    ),
+    BadManifest(
+        "validation-fraction-over-half", {"spec.students.training.validationFraction": 0.9},
+        "spec.students.training.validationFraction", "0.5",
+    ),
 ]  # fmt: skip

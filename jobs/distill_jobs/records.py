@@ -74,6 +74,11 @@ class TeacherRecord(BaseModel):
     top_logprobs: list[list[TokenLogprob]] | None = Field(
         default=None, description="Per output position, the teacher's top-k tokens."
     )
+    output_token_ids: list[int] | None = Field(
+        default=None,
+        description="The output as the teacher's token ids, when known (local teachers): "
+        "soft labels line up with these, not with a re-tokenization of the text.",
+    )
     teacher: str = Field(description="backend:model that answered.")
     tokenizer: str | None = Field(
         default=None, description="Identity of the teacher's tokenizer (soft labels need a match)."

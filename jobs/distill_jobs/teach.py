@@ -27,7 +27,6 @@ collector's ``outputs/`` (everything collected, kept or not) and ``failures/``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +37,7 @@ import fsspec
 from pydantic import BaseModel, ValidationError
 
 from distill_jobs.collect import CollectionError, CollectionReport, collect
-from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult, read_result
+from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult
 from distill_jobs.filters import (
     DropReason,
     FilterOutcome,
@@ -46,10 +45,17 @@ from distill_jobs.filters import (
     filter_outputs,
     settings_from_spec,
 )
-from distill_jobs.records import LeakError, PromptRecord, TeacherRecord, assert_no_leak
+from distill_jobs.records import PromptRecord, TeacherRecord
 from distill_jobs.runner import stage_main
 from distill_jobs.teachers import ModelNotAvailableError, TeacherConfigError, TeacherError
 from distill_jobs.teaching.artifacts import Row, write_artifacts
+from distill_jobs.upstream import (
+    StageFailure,
+    first_line,
+    read_held_out,
+    refuse_leaks,
+    upstream_artifacts,
+)
 
 KEYED_BACKENDS = frozenset({"openai", "anthropic"})
 SOURCE_STAGE = "Source"
@@ -74,18 +80,8 @@ ARTIFACT_FILES = MappingProxyType(
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class TeachFailure(Exception):
-    """The stage cannot pass: a user's mistake or a dependency that is not there.
-
-    Attributes:
-        reason: CamelCase reason for the stage result.
-        metrics: numbers already known when it failed.
-    """
-
-    def __init__(self, reason: str, message: str, *, metrics: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.reason = reason
-        self.metrics = dict(metrics or {})
+class TeachFailure(StageFailure):
+    """Teach cannot pass: a user's mistake or a dependency that is not there."""
 
 
 def stage_files(stage_dir: str) -> dict[str, str]:
@@ -97,7 +93,7 @@ def work(stage_input: StageInput) -> StageResult:
     """Teach: collect teacher outputs, verify and filter them, write the training set."""
     try:
         return teach(stage_input)
-    except TeachFailure as failure:
+    except StageFailure as failure:
         return _result(
             stage_input,
             met=False,
@@ -119,7 +115,11 @@ def teach(stage_input: StageInput) -> StageResult:
     api_key = teacher_api_key(teacher, environ=os.environ)
     source = source_artifacts(stage_input)
     rows = read_jsonl(source["train"], model=PromptRecord, what="Source's train")
-    refuse_leaks(rows, held_out_uri=source["held_out_hashes"])
+    refuse_leaks(
+        (row.id for row in rows),
+        held_out=read_held_out(source["held_out_hashes"]),
+        where="Source's train",
+    )
     files = stage_files(stage_input.stage_dir())
     prompts = distinct_prompts(rows)
     collection = collect_outputs(
@@ -172,27 +172,7 @@ def teacher_api_key(teacher: Mapping[str, Any], *, environ: Mapping[str, str]) -
 
 def source_artifacts(stage_input: StageInput) -> Mapping[str, str]:
     """Source's artifact URIs, from its result (named in ``upstream.Source``)."""
-    uri = stage_input.upstream.get(SOURCE_STAGE)
-    if not uri:
-        raise TeachFailure(
-            "SourceResultMissing", "upstream.Source: the stage input names no Source result"
-        )
-    try:
-        result = read_result(uri)
-    except (OSError, ValueError) as error:
-        raise TeachFailure(
-            "SourceResultUnreadable", f"Source result {uri} cannot be read: {_first_line(error)}"
-        ) from None
-    if result is None:
-        raise TeachFailure("SourceResultMissing", f"Source result {uri} does not exist")
-    if not result.exit_condition_met:
-        raise TeachFailure("SourceNotPassed", f"Source result {uri} did not pass ({result.reason})")
-    for name in ("train", "held_out_hashes"):
-        if name not in result.artifacts:
-            raise TeachFailure(
-                "SourceArtifactMissing", f"Source result {uri} has no artifacts.{name}"
-            )
-    return result.artifacts
+    return upstream_artifacts(stage_input, stage=SOURCE_STAGE, names=("train", "held_out_hashes"))
 
 
 def read_jsonl(uri: str, *, model: type[Model], what: str) -> list[Model]:
@@ -214,33 +194,8 @@ def _parse_row(line: str, *, model: type[Model], where: str) -> Model:
     except ValidationError as error:
         raise TeachFailure(
             "SourceArtifactUnreadable",
-            f"{where}: not a {model.__name__}: {_first_line(error, skip=1)}",
+            f"{where}: not a {model.__name__}: {first_line(error, skip=1)}",
         ) from None
-
-
-def refuse_leaks(rows: Sequence[PromptRecord], *, held_out_uri: str) -> None:
-    """Stop before any collection when a held-out prompt is among the training prompts."""
-    try:
-        with fsspec.open(held_out_uri, "r") as handle:
-            held_out = json.load(handle)
-    except FileNotFoundError:
-        raise TeachFailure(
-            "SourceArtifactMissing", f"Source's held-out hashes {held_out_uri} do not exist"
-        ) from None
-    except ValueError as error:
-        raise TeachFailure(
-            "SourceArtifactUnreadable",
-            f"Source's held-out hashes {held_out_uri}: not JSON ({error})",
-        ) from None
-    if not isinstance(held_out, list) or not all(isinstance(item, str) for item in held_out):
-        raise TeachFailure(
-            "SourceArtifactUnreadable",
-            f"Source's held-out hashes {held_out_uri}: expected a JSON list of prompt ids",
-        )
-    try:
-        assert_no_leak((row.id for row in rows), set(held_out))
-    except LeakError as error:
-        raise TeachFailure("HeldOutLeak", f"Source's train: {error}") from None
 
 
 def distinct_prompts(rows: Iterable[PromptRecord]) -> dict[str, PromptRecord]:
@@ -477,11 +432,6 @@ def _result(
 def _exists(uri: str) -> bool:
     fs, path = fsspec.core.url_to_fs(uri)
     return bool(fs.exists(path))
-
-
-def _first_line(error: Exception, *, skip: int = 0) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return " ".join(lines[skip : skip + 2]) or type(error).__name__
 
 
 def main() -> int:

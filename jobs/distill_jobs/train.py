@@ -1,13 +1,418 @@
-"""Iterate workload (`python -m distill_jobs.train --input URI`): not built yet, see issue #4."""
+"""Iterate, one candidate: train a student on Teach's data with DeepSpeed, then measure it.
+
+``python -m distill_jobs.train --input <stage_dir>/input.json``
+
+The operator runs one of these jobs per student candidate, all on the same teacher
+data. The job
+1. reads Teach's training rows, refuses any held-out prompt (Source's hashes), and holds
+   back a validation split of prompts the student never trains on;
+2. builds the candidate (preset, config or pretrained), checks its tokenizer against
+   the teacher's when soft labels are wanted, tokenizes (prompt tokens masked);
+3. trains with Ray Train's ``TorchTrainer`` on ``workers`` workers, each running
+   ``deepspeed.initialize`` (see :mod:`distill_jobs.training.loop`), checkpointing to the
+   artifact store and resuming from the latest checkpoint when started again;
+4. saves the student with ``save_pretrained`` (safetensors) and measures it on a worker
+   like the training ones: the bar's metric on the validation split, p50/p95 latency at
+   the bar's batch size, and cost per 1k requests from the measured throughput;
+5. writes a StageResult that says whether the candidate clears quality, latency and cost,
+   and by how much it misses each target it misses.
+"""
 
 from __future__ import annotations
 
-from distill_jobs.runner import not_built, stage_main
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-work = not_built("distill_jobs.train", 4)
+import fsspec
+from pydantic import ValidationError
+
+from distill_jobs.contract import StageInput, StageResult
+from distill_jobs.raycluster import connect
+from distill_jobs.runner import stage_main
+from distill_jobs.training import data
+from distill_jobs.training.dsconfig import deepspeed_config
+from distill_jobs.training.loop import Plan, micro_batches_per_epoch, train_worker
+from distill_jobs.training.storage import is_local, local_copy, upload_dir
+from distill_jobs.training.students import InitialStudent, build_initial_student
+from distill_jobs.upstream import (
+    StageFailure,
+    first_line,
+    read_held_out,
+    refuse_leaks,
+    upstream_artifacts,
+)
+
+INIT_FILE = "distill_init.json"  # beside the initial student: what it is, once built
+MIN_LATENCY_REQUESTS = 32
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """The spec excerpt of one candidate job, parsed with the API's own models."""
+
+    bar: Any
+    training: Any
+    candidate: Any
+
+    @classmethod
+    def parse(cls, excerpt: dict[str, Any]) -> CandidateSpec:
+        from distill_operator.api.spec import Bar, StudentCandidate, Training
+
+        students = excerpt.get("students") or {}
+        try:
+            return cls(
+                bar=Bar.model_validate(excerpt.get("bar")),
+                training=Training.model_validate(students.get("training") or {}),
+                candidate=StudentCandidate.model_validate(students.get("candidate")),
+            )
+        except ValidationError as error:
+            raise StageFailure(
+                "InvalidInput", f"the stage input's spec: {first_line(error, skip=0)}"
+            ) from None
+
+
+def work(stage_input: StageInput) -> StageResult:
+    """Iterate (one candidate): train it with DeepSpeed under Ray Train, then measure it."""
+    try:
+        return train(stage_input)
+    except StageFailure as failure:
+        metrics = failure.metrics
+        return _result(
+            stage_input, met=False, reason=failure.reason, message=str(failure), metrics=metrics
+        )
+
+
+def train(stage_input: StageInput) -> StageResult:
+    spec = CandidateSpec.parse(stage_input.spec)
+    training, stage_dir = spec.training, stage_input.stage_dir()
+    source = upstream_artifacts(stage_input, stage="Source", names=("held_out_hashes",))
+    teach = upstream_artifacts(stage_input, stage="Teach", names=("train",))
+    rows = data.read_rows(teach["train"])
+    held_out = read_held_out(source["held_out_hashes"])
+    refuse_leaks((str(row["id"]) for row in rows), held_out=held_out, where="Teach's train")
+    train_rows, validation = data.split_validation(
+        rows, fraction=training.validation_fraction, seed=training.seed
+    )
+    student = initial_student(spec, stage_dir=stage_dir)
+    soft = training.alpha < 1.0
+    check_tokenizer(spec, rows=train_rows, student=student, soft=soft)
+    tokenizer = _load_tokenizer(student.uri)
+    tokenized = data.tokenize(
+        train_rows,
+        tokenizer=tokenizer,
+        tokenizer_id=student.tokenizer_id,
+        max_length=training.max_sequence_length,
+        soft=soft,
+    )
+    if not tokenized.examples:
+        raise StageFailure(
+            "NoTrainingData",
+            f"none of Teach's {len(train_rows)} training rows could be tokenized "
+            f"({dict(tokenized.counts)})",
+        )
+    examples_uri = f"{stage_dir}/data/train.parquet"
+    data.write_examples(examples_uri, tokenized.examples)
+    plan = make_plan(
+        spec,
+        stage_dir=stage_dir,
+        student=student,
+        tokenized=tokenized,
+        pad_id=tokenizer.pad_token_id,
+    )
+    started = time.perf_counter()
+    fit(plan, training=training, run_name=f"train-{stage_input.input_hash()}")
+    train_seconds = time.perf_counter() - started
+    measured = measure(spec, plan=plan, validation=validation, tokenizer=tokenizer)
+    progress = _read_json(plan.progress_uri)
+    metrics = {
+        "parameters": student.parameters,
+        **measured,
+        "steps": progress.get("step", plan.total_steps),
+        "final_loss": progress.get("loss"),
+        "first_loss": (progress.get("history") or [[0, None]])[0][1],
+        "tokens_per_second": progress.get("tokensPerSecond"),
+        "peak_rss_mib": progress.get("peakRssMiB"),
+        "resumed_from_step": progress.get("resumedFrom", 0),
+        "train_seconds": round(train_seconds, 2),
+        "train_examples": len(tokenized.examples),
+        "validation_prompts": len(validation),
+        **{f"rows_{outcome}": count for outcome, count in sorted(tokenized.counts.items())},
+    }
+    met, message = verdict(spec, name=spec.candidate.name, metrics=metrics)
+    return _result(
+        stage_input,
+        met=met,
+        reason="BarCleared" if met else "BarMissed",
+        message=message,
+        metrics={"student": spec.candidate.name, **metrics},
+        artifacts={
+            "student": plan.student_uri,
+            "checkpoints": plan.checkpoints_uri,
+            "progress": plan.progress_uri,
+            "train_examples": examples_uri,
+        },
+    )
+
+
+def initial_student(spec: CandidateSpec, *, stage_dir: str) -> InitialStudent:
+    """The candidate's starting weights in the store, built once per stage directory."""
+    uri = f"{stage_dir}/init"
+    fs, root = fsspec.core.url_to_fs(uri)
+    marker = f"{root}/{INIT_FILE}"
+    if fs.exists(marker):
+        with fs.open(marker, "r") as handle:
+            return InitialStudent(uri=uri, **json.load(handle))
+    with tempfile.TemporaryDirectory(prefix="distill-init-") as local:
+        student = build_initial_student(
+            spec.candidate,
+            directory=Path(local),
+            seed=spec.training.seed,
+            max_length=spec.training.max_sequence_length,
+        )
+        upload_dir(local, uri)
+    # Written last: a crash while uploading leaves no marker, so the next try rebuilds.
+    built = {"parameters": student.parameters, "tokenizer_id": student.tokenizer_id}
+    fs.pipe(marker, json.dumps(built).encode())
+    return InitialStudent(uri=uri, **built)
+
+
+def check_tokenizer(
+    spec: CandidateSpec, *, rows: list[dict[str, Any]], student: InitialStudent, soft: bool
+) -> None:
+    """Soft labels are token ids of the teacher's vocabulary: the student must share it."""
+    teacher_tokenizers = data.soft_label_tokenizers(rows)
+    if not soft or not teacher_tokenizers or teacher_tokenizers == {student.tokenizer_id}:
+        return
+    raise StageFailure(
+        "TokenizerMismatch",
+        f"spec.students.candidates[{spec.candidate.name}]: the student's tokenizer "
+        f"({student.tokenizer_id}) is not the teacher's ({', '.join(sorted(teacher_tokenizers))}),"
+        " so the teacher's top-k logprobs cannot be used; give the candidate the teacher's "
+        "tokenizer (candidates[].tokenizer), or set spec.students.training.alpha: 1 to train "
+        "on hard labels only",
+    )
+
+
+def make_plan(
+    spec: CandidateSpec,
+    *,
+    stage_dir: str,
+    student: InitialStudent,
+    tokenized: data.Tokenized,
+    pad_id: int,
+) -> Plan:
+    training = spec.training
+    accumulation = training.deepspeed.gradient_accumulation_steps
+    per_epoch = micro_batches_per_epoch(
+        examples=len(tokenized.examples),
+        world_size=training.workers,
+        micro_batch_size=training.micro_batch_size,
+    )
+    total_steps = max(1, training.epochs * per_epoch // accumulation)
+    if training.max_steps is not None:
+        total_steps = min(total_steps, training.max_steps)
+    on_gpu = training.gpus_per_worker > 0
+    return Plan(
+        init_dir=student.uri,
+        examples_uri=f"{stage_dir}/data/train.parquet",
+        stage_dir=stage_dir,
+        ds_config=deepspeed_config(
+            training, world_size=training.workers, on_gpu=on_gpu, total_steps=total_steps
+        ),
+        total_steps=total_steps,
+        micro_batches_per_epoch=per_epoch,
+        micro_batch_size=training.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        checkpoint_every=training.checkpoint_every_steps,
+        seed=training.seed,
+        pad_id=int(pad_id),
+        top_k=tokenized.top_k,
+        alpha=training.alpha,
+        temperature=training.temperature,
+        divergence=training.divergence.value,
+        jsd_beta=training.jsd_beta,
+        on_gpu=on_gpu,
+    )
+
+
+def fit(plan: Plan, *, training: Any, run_name: str) -> None:
+    """Run the workers; a failure past Ray Train's restarts fails the job (and the
+    operator's retry resumes from the last checkpoint)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    connect()
+    on_gpu = plan.on_gpu
+    resources = {"CPU": training.cpus_per_worker}
+    if on_gpu:
+        resources["GPU"] = training.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_worker,
+        train_loop_config=asdict(plan),
+        scaling_config=ScalingConfig(
+            num_workers=training.workers, use_gpu=on_gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=_ray_storage(plan.stage_dir),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+    )
+    trainer.fit()
+
+
+def _ray_storage(stage_dir: str) -> str:
+    fs, path = fsspec.core.url_to_fs(stage_dir)
+    return f"{path}/ray-train" if is_local(fs) else f"{stage_dir}/ray-train"
+
+
+def measure(
+    spec: CandidateSpec, *, plan: Plan, validation: list[data.ValidationExample], tokenizer: Any
+) -> dict[str, float]:
+    """Quality, latency and cost, measured on a worker like the training ones."""
+    import ray
+
+    training = spec.training
+    # As many tokens as the teacher's longest answer: a student that says what the teacher
+    # said, cut where the teacher was cut, scores as the same answer.
+    longest = max(
+        v.answer_tokens or len(tokenizer(v.reference)["input_ids"]) + 1 for v in validation
+    )
+    task = ray.remote(
+        num_cpus=training.cpus_per_worker,
+        num_gpus=1 if training.gpus_per_worker > 0 else 0,
+    )(_measure_student)
+    measured: dict[str, float] = ray.get(
+        task.remote(
+            student_uri=plan.student_uri,
+            bar=spec.bar.model_dump(mode="json"),
+            conversations=[v.conversation for v in validation],
+            references=[v.reference for v in validation],
+            max_new_tokens=min(longest, training.max_sequence_length),
+            price=training.price_per_accelerator_hour,
+        )
+    )
+    return measured
+
+
+def _measure_student(
+    *,
+    student_uri: str,
+    bar: dict[str, Any],
+    conversations: list[list[dict[str, Any]]],
+    references: list[str],
+    max_new_tokens: int,
+    price: float,
+) -> dict[str, float]:
+    from distill_jobs import metrics
+    from distill_jobs.teachers.generation import LocalGenerator
+    from distill_jobs.training.measure import measure_serving, validation_answers
+
+    generator = LocalGenerator.load(model=local_copy(student_uri))
+    batch_size = int(bar.get("batch_size", 1))
+    answers = validation_answers(
+        generator=generator,
+        conversations=conversations,
+        max_new_tokens=max_new_tokens,
+        batch_size=max(batch_size, 8),
+    )
+    score = metrics.score(
+        metric=bar["metric"],
+        predictions=answers,
+        references=references,
+        function=bar.get("metric_function"),
+    )
+    requests = max(MIN_LATENCY_REQUESTS, 4 * batch_size)
+    cycled = [conversations[i % len(conversations)] for i in range(requests)]
+    serving = measure_serving(
+        generator=generator,
+        conversations=cycled,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        price_per_accelerator_hour=price,
+    )
+    return {
+        "score": round(score, 6),
+        "latency_p50_ms": round(serving.latency_p50_ms, 3),
+        "latency_p95_ms": round(serving.latency_p95_ms, 3),
+        "requests_per_second": round(serving.requests_per_second, 3),
+        "cost_per_1k_requests": serving.cost_per_1k_requests,
+    }
+
+
+def verdict(spec: CandidateSpec, *, name: str, metrics: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the candidate clears each target, and by how much it misses the others."""
+    bar = spec.bar
+    checks = [
+        _check("score", metrics["score"], bar.threshold, higher_is_better=True, unit=""),
+        _check("p95", metrics["latency_p95_ms"], bar.latency_p95_ms, higher_is_better=False,
+               unit=" ms"),
+        _check("cost/1k", metrics["cost_per_1k_requests"], bar.cost_per_1k_requests,
+               higher_is_better=False, unit=""),
+    ]  # fmt: skip
+    met = all(ok for ok, _ in checks)
+    summary = "; ".join(text for _, text in checks)
+    size = f"{metrics['parameters']:,} parameters"
+    outcome = "clears the bar" if met else "misses the bar"
+    return met, f"{name} ({size}) {outcome}: {summary}"
+
+
+def _check(
+    label: str, value: float, target: float, *, higher_is_better: bool, unit: str
+) -> tuple[bool, str]:
+    ok = value >= target if higher_is_better else value <= target
+    if ok:
+        sign = "≥" if higher_is_better else "≤"
+        return True, f"{label} {value:.4g}{unit} {sign} {target:.4g}{unit}"
+    sign = "<" if higher_is_better else ">"
+    gap = abs(value - target)
+    how = "short by" if higher_is_better else "over by"
+    return False, f"{label} {value:.4g}{unit} {sign} {target:.4g}{unit} ({how} {gap:.4g}{unit})"
+
+
+def _load_tokenizer(uri: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(local_copy(uri))
+
+
+def _read_json(uri: str) -> dict[str, Any]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return {}
+    with fs.open(path, "r") as handle:
+        loaded = json.load(handle)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _result(
+    stage_input: StageInput,
+    *,
+    met: bool,
+    reason: str,
+    message: str,
+    metrics: dict[str, Any] | None = None,
+    artifacts: dict[str, str] | None = None,
+) -> StageResult:
+    return StageResult(
+        stage=stage_input.stage,
+        input_hash=stage_input.input_hash(),
+        exitConditionMet=met,
+        reason=reason,
+        message=message,
+        metrics={k: v for k, v in (metrics or {}).items() if v is not None},
+        artifacts=dict(artifacts or {}),
+    )
 
 
 def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return stage_main(work)
 
 

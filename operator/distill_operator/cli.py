@@ -47,22 +47,26 @@ def _read_project(namespace: str, name: str) -> dict[str, Any]:
 
 
 def timeline_rows(project: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per stage: state, times, and what the exit condition says."""
+    """One row per stage (and per Iterate candidate): state, times, what the exit
+    condition says."""
     rows = []
     for entry in project.get("status", {}).get("stages", []):
-        job = entry.get("job") or {}
-        rows.append(
-            {
-                "stage": entry["name"],
-                "state": entry.get("state", ""),
-                "started": entry.get("startedAt", ""),
-                "finished": entry.get("finishedAt", ""),
-                "reason": entry.get("reason", ""),
-                "detail": entry.get("message") or entry.get("exitCondition", ""),
-                "job": job.get("id", ""),
-            }
-        )
+        rows.append(_row(entry["name"], entry))
+        rows += [_row(f"{entry['name']}/{c['name']}", c) for c in entry.get("candidates", [])]
     return rows
+
+
+def _row(name: str, entry: dict[str, Any]) -> dict[str, str]:
+    job = entry.get("job") or {}
+    return {
+        "stage": name,
+        "state": entry.get("state", ""),
+        "started": entry.get("startedAt", ""),
+        "finished": entry.get("finishedAt", ""),
+        "reason": entry.get("reason", ""),
+        "detail": entry.get("message") or entry.get("exitCondition", ""),
+        "job": job.get("id", ""),
+    }
 
 
 def print_timeline(project: dict[str, Any]) -> None:

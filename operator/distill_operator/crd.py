@@ -17,7 +17,8 @@ from distill_operator import api
 # Keys of JSON Schema that a structural schema keeps as they are.
 _KEPT = {
     "type", "description", "enum", "default", "pattern", "minimum", "maximum",
-    "minLength", "maxLength", "minItems", "maxItems", "items", "properties", "required",
+    "minLength", "maxLength", "minItems", "maxItems", "maxProperties", "items", "properties",
+    "required",
     "additionalProperties", "x-kubernetes-validations", "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
 }  # fmt: skip

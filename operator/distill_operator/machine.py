@@ -1,21 +1,32 @@
 """The pure stage machine: (spec, status, observations) → (status, actions).
 
-It never calls an API: the handler observes (the job whose id status names, the result
-at the URI status names, the Secrets the spec references), calls :func:`reconcile`,
-patches the status it returns and then carries out its actions. Because job ids and
-result URIs are written into status *before* a job is submitted, a pass interrupted at
-any point is simply repeated by the next one, and no job is ever submitted twice.
+It never calls an API: the handler observes (the jobs whose ids status names, the
+results at the URIs status names, the Secrets the spec references), calls
+:func:`reconcile`, patches the status it returns and then carries out its actions.
+Because job ids and result URIs are written into status *before* a job is submitted, a
+pass interrupted at any point is simply repeated by the next one, and no job is ever
+submitted twice.
+
+What runs one job per attempt is a unit (:class:`JobRunStatus`): a stage, or one part of
+a stage split into parts (Iterate's student candidates, each trained by its own job).
+Every unit goes through the same lifecycle (submit, watch, deadline, retry, result); a
+split stage chooses among its parts once all of them are done.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult
 from distill_operator import naming
 from distill_operator.api import (
+    CandidateStatus,
     JobRecord,
+    JobRunStatus,
     Phase,
     ProjectSpec,
     ProjectStatus,
@@ -24,10 +35,13 @@ from distill_operator.api import (
     StageStatus,
     Student,
 )
-from distill_operator.api.status import MAX_STAGE_METRICS
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.launch.base import JobObservation, JobSpec, JobState
 from distill_operator.stages import BY_STAGE, PIPELINE, Facts, StageDefinition, Verdict
+from distill_operator.stages.iterate import PROGRESS_METRICS, SELECTION_METRICS
+
+# Numbers kept first when status has room for only some of a result's or progress report's.
+KEY_METRICS = SELECTION_METRICS + PROGRESS_METRICS
 
 # Allowed stage-state transitions; anything else is a bug in the machine.
 TRANSITIONS: dict[StageState, frozenset[StageState]] = {
@@ -50,17 +64,25 @@ class Settings:
 
 @dataclass(frozen=True)
 class Observations:
-    """What the handler saw for this pass."""
+    """What the handler saw for this pass, of every unit that has a job running.
+
+    Attributes:
+        jobs: by job id; a job that does not exist (yet) is absent.
+        results: by result URI; a result not written yet is absent.
+        progress: by result URI, what a running job reports beside its result.
+        launch_errors: by job id, why the platform refused its submit in the last pass.
+    """
 
     now: datetime
     generation: int
     project: str
     project_uid: str
     facts: Facts = field(default_factory=Facts)
-    job: JobObservation | None = None
-    result: StageResult | None = None
+    jobs: Mapping[str, JobObservation] = field(default_factory=dict)
+    results: Mapping[str, StageResult] = field(default_factory=dict)
+    progress: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     spec_error: str | None = None
-    launch_error: str | None = None  # the platform refused the last submit
+    launch_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,37 @@ def reconcile(
     return run.decision()
 
 
+def running_units(status: ProjectStatus) -> list[JobRunStatus]:
+    """What has a job now or soon: the running stage, or the running parts of it."""
+    units: list[JobRunStatus] = []
+    for entry in status.stages:
+        if entry.state == StageState.RUNNING:
+            units += [entry, *(c for c in entry.candidates if c.state == StageState.RUNNING)]
+    return [unit for unit in units if unit.job is not None]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One unit of a stage's work and the stage it belongs to; ``entry`` is updated in place."""
+
+    definition: StageDefinition
+    entry: JobRunStatus
+
+    @property
+    def part(self) -> str | None:
+        return self.entry.name if isinstance(self.entry, CandidateStatus) else None
+
+    @property
+    def label(self) -> str:
+        """How events and messages name it: ``Teach``, ``Iterate/tiny``."""
+        stage = self.definition.stage.value
+        return f"{stage}/{self.part}" if self.part else stage
+
+
+def _unit(entry: StageStatus) -> _Unit:
+    return _Unit(BY_STAGE[entry.name], entry)
+
+
 @dataclass
 class _Pass:
     status: ProjectStatus
@@ -174,16 +227,15 @@ class _Pass:
 
     def _restart(self, spec: ProjectSpec) -> None:
         """A new generation: walk the stages again; unchanged inputs re-use their results."""
+        for unit in running_units(self.status):
+            self._stop(unit)
         for entry in self.status.stages:
-            if entry.state == StageState.RUNNING and entry.job:
-                self.actions.append(
-                    StopJob(mode=entry.job.mode, job_id=entry.job.id, namespace=self.namespace)
-                )
             if entry.state != StageState.PENDING:
-                self._move(entry, StageState.PENDING, "SpecChanged", "the spec changed")
+                self._move(_unit(entry), StageState.PENDING, "SpecChanged", "the spec changed")
             entry.exit_condition = BY_STAGE[entry.name].exit_condition(spec)
             entry.attempt, entry.job, entry.next_attempt_at = 0, None, None
             entry.started_at = entry.finished_at = None
+            entry.candidates = []
         self.status.phase = Phase.RUNNING
         self.status.stage = Stage.DEFINE
         self.status.student = None
@@ -201,8 +253,10 @@ class _Pass:
                 self._hold(entry, verdict)
             else:
                 self._finish(entry, verdict)
+        elif definition.parts is not None:
+            self._watch_parts(spec, definition, entry)
         else:
-            self._watch(spec, entry)
+            self._watch(spec, _Unit(definition, entry))
 
     def _hold(self, entry: StageStatus, verdict: Verdict) -> None:
         """Wait for the world to change (e.g. a Secret to appear), checking every poll."""
@@ -213,16 +267,33 @@ class _Pass:
         self._wait(self.settings.poll_seconds)
 
     def _start(self, spec: ProjectSpec, definition: StageDefinition, entry: StageStatus) -> None:
-        stage_input = self._stage_input(spec, definition)
+        if definition.parts is None:
+            self._begin(spec, _Unit(definition, entry), self._stage_input(spec, definition))
+            return
+        # One unit per part, all submitted at once: Ray queues what does not fit.
+        entry.started_at = timestamp(self.obs.now)
+        entry.input_hash = entry.result_uri = None  # the chosen part's, once chosen
+        entry.candidates = []
+        for name, excerpt in definition.parts(spec):
+            candidate = CandidateStatus(name=name)
+            entry.candidates.append(candidate)
+            stage_input = self._stage_input(spec, definition, excerpt)
+            self._begin(spec, _Unit(definition, candidate), stage_input)
+        self._move(_Unit(definition, entry), StageState.RUNNING, "Started", _parts_line(entry))
+
+    def _begin(self, spec: ProjectSpec, unit: _Unit, stage_input: StageInput) -> None:
+        entry = unit.entry
         entry.input_hash = stage_input.input_hash()
         entry.result_uri = stage_input.result_uri()
         entry.started_at = timestamp(self.obs.now)
         entry.attempt = 0
-        self._new_attempt(spec, definition, entry, stage_input)
-        self._move(entry, StageState.RUNNING, "Started", f"job {entry.job.id if entry.job else ''}")
+        self._new_attempt(spec, unit, stage_input)
+        self._move(unit, StageState.RUNNING, "Started", f"job {entry.job.id if entry.job else ''}")
         self.requeue_after = 0  # observe the (possibly re-used) result at once
 
-    def _stage_input(self, spec: ProjectSpec, definition: StageDefinition) -> StageInput:
+    def _stage_input(
+        self, spec: ProjectSpec, definition: StageDefinition, excerpt: dict[str, Any] | None = None
+    ) -> StageInput:
         upstream = {
             stage.value: entry.result_uri
             for entry in self.status.stages
@@ -233,64 +304,100 @@ class _Pass:
             project=self.obs.project,
             project_uid=self.obs.project_uid,
             stage=definition.stage.value,
-            spec=definition.spec_excerpt(spec),
+            spec=definition.spec_excerpt(spec) if excerpt is None else excerpt,
             upstream=upstream,
             artifacts_uri=spec.artifacts.uri,
         )
 
-    def _new_attempt(
-        self,
-        spec: ProjectSpec,
-        definition: StageDefinition,
-        entry: StageStatus,
-        stage_input: StageInput,
-    ) -> None:
+    def _input_of(self, spec: ProjectSpec, unit: _Unit) -> StageInput:
+        parts = unit.definition.parts
+        excerpt = dict(parts(spec))[unit.part] if parts and unit.part else None
+        return self._stage_input(spec, unit.definition, excerpt)
+
+    def _new_attempt(self, spec: ProjectSpec, unit: _Unit, stage_input: StageInput) -> None:
         """Choose and record the attempt's job id; the input file is written first."""
-        assert definition.workload is not None and entry.input_hash is not None
+        entry = unit.entry
+        assert unit.definition.workload is not None and entry.input_hash is not None
         job_id = naming.job_id(
             project_uid=self.obs.project_uid,
-            stage=entry.name,
+            stage=unit.definition.stage,
             attempt=entry.attempt,
             input_hash=entry.input_hash,
+            part=unit.part,
         )
         entry.job = JobRecord(mode=spec.ray.mode, id=job_id, state="")
         stage_input = stage_input.model_copy(update={"attempt": entry.attempt})
         self.actions.append(WriteInput(naming.input_uri(stage_input.stage_dir()), stage_input))
 
-    def _watch(self, spec: ProjectSpec, entry: StageStatus) -> None:
-        """A running stage: its result decides; otherwise keep its one job going."""
-        result = self.obs.result
-        if result is not None and result.input_hash == entry.input_hash:
-            self._finish(entry, _verdict_of(result), result)
+    def _watch_parts(
+        self, spec: ProjectSpec, definition: StageDefinition, entry: StageStatus
+    ) -> None:
+        """Each part runs on its own; once every one is done, the stage chooses among them."""
+        if not entry.candidates:  # status of an operator from before this stage had parts
+            if entry.job is not None:
+                self._stop(entry)
+            self._start(spec, definition, entry)
             return
-        job = self.obs.job
-        assert entry.job is not None
+        for candidate in entry.candidates:
+            if not candidate.state.is_terminal():
+                self._watch(spec, _Unit(definition, candidate))
+        if not all(c.state.is_terminal() for c in entry.candidates):
+            entry.message = _parts_line(entry)
+            return
+        assert definition.choose is not None
+        chosen, verdict = definition.choose(spec, entry.candidates)
+        if chosen is not None:
+            entry.input_hash, entry.result_uri = chosen.input_hash, chosen.result_uri
+            entry.metrics = dict(chosen.metrics)
+            score = chosen.metrics.get("score")
+            self.status.student = Student(name=chosen.name, uri=chosen.student_uri, score=score)
+        self._finish(entry, verdict)
+
+    def _watch(self, spec: ProjectSpec, unit: _Unit) -> None:
+        """A running unit: its result decides; otherwise keep its one job going."""
+        entry = unit.entry
+        assert entry.job is not None and entry.result_uri is not None
+        result = self.obs.results.get(entry.result_uri)
+        if result is not None and result.input_hash == entry.input_hash:
+            self._conclude(unit, _verdict_of(result), result)
+            return
+        job = self.obs.jobs.get(entry.job.id)
+        refused = self.obs.launch_errors.get(entry.job.id)
         if entry.next_attempt_at and self.obs.now < parse_timestamp(entry.next_attempt_at):
             self._wait((parse_timestamp(entry.next_attempt_at) - self.obs.now).total_seconds())
-        elif job is None and self.obs.launch_error:
-            message = f"job {entry.job.id} was refused: {self.obs.launch_error}"
-            self._attempt_failed(spec, entry, "LaunchRefused", message)
+        elif job is None and refused:
+            message = f"job {entry.job.id} was refused: {refused}"
+            self._attempt_failed(spec, unit, "LaunchRefused", message)
         elif job is None:
-            self._submit(spec, entry)
+            self._submit(spec, unit)
         elif not job.state.is_terminal():
             entry.job.state, entry.job.dashboard = job.state.value, job.dashboard
-            self._check_deadline(spec, entry)
+            progress = self.obs.progress.get(entry.result_uri)
+            if progress:
+                entry.metrics = _bounded_numbers(progress, entry.max_metrics)
+            self._check_deadline(spec, unit)
         else:
             entry.job.state = job.state.value
             # Platforms can call a job failed while parts of it still run (KubeRay's
             # deployment failed, Ray's job did not): stop it, so no attempt overlaps.
-            self.actions.append(StopJob(entry.job.mode, entry.job.id, self.namespace))
+            self._stop(entry)
             why = job.message or "it wrote no result"
-            self._attempt_failed(spec, entry, "JobFailed", f"job {job.job_id} {job.state}: {why}")
+            self._attempt_failed(spec, unit, "JobFailed", f"job {job.job_id} {job.state}: {why}")
 
-    def _submit(self, spec: ProjectSpec, entry: StageStatus) -> None:
+    def _submit(self, spec: ProjectSpec, unit: _Unit) -> None:
+        entry = unit.entry
         assert entry.job is not None and entry.result_uri is not None
-        definition = BY_STAGE[entry.name]
+        definition = unit.definition
         stage_dir = entry.result_uri.rsplit("/", 1)[0]
         entry.next_attempt_at = None
         entry.job.state = JobState.PENDING.value
         entry.job.submitted_at = timestamp(self.obs.now)
-        name = self.obs.project.split("/", 1)[1]
+        labels = {
+            "distill.dev/project": self.obs.project.split("/", 1)[1],
+            "distill.dev/stage": definition.stage.value,
+        }
+        if unit.part:
+            labels["distill.dev/candidate"] = unit.part
         self.actions.append(
             SubmitJob(
                 mode=entry.job.mode,
@@ -299,16 +406,22 @@ class _Pass:
                     namespace=self.namespace,
                     entrypoint=f"python -m {definition.workload} "
                     f"--input {naming.input_uri(stage_dir)}",
-                    labels={"distill.dev/project": name, "distill.dev/stage": entry.name.value},
+                    labels=labels,
                     entrypoint_num_cpus=self.settings.driver_cpus,
                 ),
                 secret_env=_secret_env(spec, definition),
             )
         )
-        self.actions.append(Emit("Normal", "JobSubmitted", f"{entry.name}: job {entry.job.id}"))
+        self.actions.append(Emit("Normal", "JobSubmitted", f"{unit.label}: job {entry.job.id}"))
         self._wait(self.settings.poll_seconds)
 
-    def _check_deadline(self, spec: ProjectSpec, entry: StageStatus) -> None:
+    def _stop(self, entry: JobRunStatus) -> None:
+        job = entry.job
+        assert job is not None
+        self.actions.append(StopJob(mode=job.mode, job_id=job.id, namespace=self.namespace))
+
+    def _check_deadline(self, spec: ProjectSpec, unit: _Unit) -> None:
+        entry = unit.entry
         assert entry.job is not None
         began = parse_timestamp(
             entry.job.submitted_at or entry.started_at or timestamp(self.obs.now)
@@ -317,41 +430,39 @@ class _Pass:
         if self.obs.now < deadline:
             self._wait(min(self.settings.poll_seconds, (deadline - self.obs.now).total_seconds()))
             return
-        self.actions.append(
-            StopJob(mode=entry.job.mode, job_id=entry.job.id, namespace=self.namespace)
-        )
+        self._stop(entry)
         limit = spec.policy.deadline_seconds
         message = f"job {entry.job.id} ran past spec.policy.deadlineSeconds ({limit}s)"
-        self._attempt_failed(spec, entry, "DeadlineExceeded", message)
+        self._attempt_failed(spec, unit, "DeadlineExceeded", message)
 
-    def _attempt_failed(
-        self, spec: ProjectSpec, entry: StageStatus, reason: str, message: str
-    ) -> None:
-        policy = spec.policy
+    def _attempt_failed(self, spec: ProjectSpec, unit: _Unit, reason: str, message: str) -> None:
+        entry, policy = unit.entry, spec.policy
         if entry.attempt >= policy.max_retries:
             attempts = entry.attempt + 1
             verdict = Verdict(False, reason, f"{message} (gave up after {attempts} attempts)")
-            self._finish(entry, verdict)
+            self._conclude(unit, verdict)
             return
         delay = policy.backoff_seconds * 2**entry.attempt
         entry.attempt += 1
         entry.next_attempt_at = timestamp(self.obs.now + timedelta(seconds=delay))
         entry.reason, entry.message = reason, f"{message}; retry {entry.attempt} in {delay}s"
-        self.actions.append(Emit("Warning", reason, f"{entry.name}: {entry.message}"))
-        definition = BY_STAGE[entry.name]
-        self._new_attempt(spec, definition, entry, self._stage_input(spec, definition))
+        self.actions.append(Emit("Warning", reason, f"{unit.label}: {entry.message}"))
+        self._new_attempt(spec, unit, self._input_of(spec, unit))
         self._wait(delay)
+
+    def _conclude(self, unit: _Unit, verdict: Verdict, result: StageResult | None = None) -> None:
+        """A unit is done: a stage moves the project on; a part only records its outcome."""
+        if isinstance(unit.entry, StageStatus):
+            self._finish(unit.entry, verdict, result)
+            return
+        self._close(unit, verdict, result)
+        if isinstance(unit.entry, CandidateStatus) and result is not None:
+            unit.entry.student_uri = result.artifacts.get("student")
 
     def _finish(
         self, entry: StageStatus, verdict: Verdict, result: StageResult | None = None
     ) -> None:
-        entry.finished_at = timestamp(self.obs.now)
-        entry.started_at = entry.started_at or entry.finished_at  # stages decided at once
-        entry.next_attempt_at = None
-        if entry.job is not None and result is not None:
-            entry.job.state = self.obs.job.state.value if self.obs.job else entry.job.state
-        state = StageState.SUCCEEDED if verdict.met else StageState.FAILED
-        self._move(entry, state, verdict.reason, verdict.message)
+        self._close(_unit(entry), verdict, result)
         if not verdict.met:
             self.status.phase = Phase.FAILED
         elif verdict.outcome is not None:
@@ -359,25 +470,41 @@ class _Pass:
             for later in self.status.stages:
                 if later.state == StageState.PENDING:
                     self._move(
-                        later, StageState.SKIPPED, "Skipped", f"project ended {verdict.outcome}"
+                        _unit(later),
+                        StageState.SKIPPED,
+                        "Skipped",
+                        f"project ended {verdict.outcome}",
                     )
-        if result is not None:
-            entry.metrics = _headline_metrics(result)
         if result is not None and "student" in result.artifacts:
             self.status.student = Student(
                 name=str(result.metrics.get("student", "student")),
                 uri=result.artifacts["student"],
                 score=result.metrics.get("score"),
             )
+
+    def _close(self, unit: _Unit, verdict: Verdict, result: StageResult | None) -> None:
+        """Record a unit's outcome: its state, times and its result's numbers."""
+        entry = unit.entry
+        entry.finished_at = timestamp(self.obs.now)
+        entry.started_at = entry.started_at or entry.finished_at  # stages decided at once
+        entry.next_attempt_at = None
+        if entry.job is not None and result is not None:
+            job = self.obs.jobs.get(entry.job.id)
+            entry.job.state = job.state.value if job else entry.job.state
+        state = StageState.SUCCEEDED if verdict.met else StageState.FAILED
+        self._move(unit, state, verdict.reason, verdict.message)
+        if result is not None:
+            entry.metrics = _bounded_numbers(result.metrics, entry.max_metrics)
         self.requeue_after = 0
 
-    def _move(self, entry: StageStatus, state: StageState, reason: str, message: str) -> None:
+    def _move(self, unit: _Unit, state: StageState, reason: str, message: str) -> None:
+        entry = unit.entry
         if state != entry.state:
             if state not in TRANSITIONS[entry.state]:
-                raise AssertionError(f"{entry.name}: {entry.state} -> {state} is not allowed")
+                raise AssertionError(f"{unit.label}: {entry.state} -> {state} is not allowed")
             failed = state == StageState.FAILED
             self.actions.append(
-                Emit("Warning" if failed else "Normal", reason, f"{entry.name} {state}: {message}")
+                Emit("Warning" if failed else "Normal", reason, f"{unit.label} {state}: {message}")
             )
         entry.state, entry.reason, entry.message = state, reason, message
 
@@ -387,20 +514,28 @@ class _Pass:
             self.requeue_after = seconds
 
 
+def _parts_line(entry: StageStatus) -> str:
+    """``tiny Running, small Succeeded``: where each part stands, for the stage's message."""
+    return ", ".join(f"{c.name} {c.state}" for c in entry.candidates)
+
+
 def _verdict_of(result: StageResult) -> Verdict:
     known = {phase.value for phase in Phase}
     outcome = Phase(result.outcome) if result.outcome and result.outcome in known else None
     return Verdict(result.exit_condition_met, result.reason, result.message, outcome)
 
 
-def _headline_metrics(result: StageResult) -> dict[str, float]:
-    """The result's top-level numbers, bounded so status stays small."""
+def _bounded_numbers(values: Mapping[str, Any], limit: int) -> dict[str, float]:
+    """The top-level numbers of a result or a progress report, bounded so status stays
+    small: the ones the operator reads first, then the rest by name. Tables stay out, and
+    so do NaN and infinities, which JSON (and so the API server) cannot carry."""
     numbers = {
         key: float(value)
-        for key, value in sorted(result.metrics.items())
-        if isinstance(value, int | float) and not isinstance(value, bool)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
-    return dict(list(numbers.items())[:MAX_STAGE_METRICS])
+    order = [k for k in KEY_METRICS if k in numbers] + sorted(set(numbers) - set(KEY_METRICS))
+    return {key: numbers[key] for key in order[:limit]}
 
 
 def _secret_env(spec: ProjectSpec, definition: StageDefinition) -> tuple[tuple[str, str, str], ...]:

@@ -8,16 +8,31 @@ from __future__ import annotations
 
 from distill_operator.api import Stage
 
+MAX_JOB_ID = 40
 
-def job_id(*, project_uid: str, stage: Stage, attempt: int, input_hash: str) -> str:
+
+def job_id(
+    *, project_uid: str, stage: Stage, attempt: int, input_hash: str, part: str | None = None
+) -> str:
     """Ray submission id and RayJob name of one stage attempt (a DNS-1123 label).
 
     Short enough (at most 40 characters) for KubeRay, which appends suffixes to the
-    RayJob's name for the RayCluster and its pods.
+    RayJob's name for the RayCluster and its pods. A stage split into parts (Iterate's
+    candidates) adds as much of the part's name as fits, for people reading a dashboard;
+    the input hash alone already tells parts apart.
     """
     uid = project_uid.replace("-", "")[:8]
-    return f"dp-{uid}-{stage.value.lower()}-a{attempt}-{input_hash[:8]}"
+    head = f"dp-{uid}-{stage.value.lower()}"
+    tail = f"a{attempt}-{input_hash[:8]}"
+    room = MAX_JOB_ID - len(head) - len(tail) - 2  # two more dashes
+    short = (part or "")[: max(room, 0)].rstrip("-")
+    return f"{head}-{short}-{tail}" if short else f"{head}-{tail}"
 
 
 def input_uri(stage_dir: str) -> str:
     return f"{stage_dir}/input.json"
+
+
+def progress_uri(stage_dir: str) -> str:
+    """Where a running job may report progress (a hint for people, never a decision)."""
+    return f"{stage_dir}/progress.json"

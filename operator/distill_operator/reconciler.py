@@ -1,15 +1,17 @@
 """One project's reconcile: observe, run the pure machine, patch status, act.
 
 This is the adapter between the machine and the world. It reads the project fresh from
-the API server (never a cache), observes only what status names (the current stage's
-job and result), writes status once per pass when it changed, and only then carries out
-the actions, so that a crash at any point is repaired by the next pass.
+the API server (never a cache), observes only what status names (the job, result and
+progress of the running stage, or of each of its running candidates), writes status
+once per pass when it changed, and only then carries out the actions, so that a crash
+at any point is repaired by the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,8 +23,8 @@ import fsspec
 from pydantic import ValidationError
 
 from distill_jobs.contract import StageResult, read_result
-from distill_operator import machine
-from distill_operator.api import ProjectSpec, ProjectStatus, StageState, StageStatus
+from distill_operator import machine, naming
+from distill_operator.api import JobRunStatus, ProjectSpec, ProjectStatus, StageState
 from distill_operator.errors import PermanentError, TransientError
 from distill_operator.kube import Kube
 from distill_operator.launch.base import JobObservation, Launcher
@@ -99,36 +101,76 @@ class Runtime:
         return self._submit_launchers[address]
 
 
-def _current(status: ProjectStatus) -> StageStatus | None:
-    return next((s for s in status.stages if s.state == StageState.RUNNING), None)
-
-
 def _secret_refs(spec: ProjectSpec) -> list[tuple[str, str]]:
     refs = [spec.teacher.api_key_secret_ref, spec.artifacts.credentials_secret_ref]
     return [(ref.name, ref.key) for ref in refs if ref is not None]
 
 
+async def _facts(
+    runtime: Runtime, namespace: str, spec: ProjectSpec | None, status: ProjectStatus
+) -> Facts:
+    """The Secrets the spec references that do not exist, until Define has passed."""
+    if spec is None or any(s.state == StageState.SUCCEEDED for s in status.stages[:1]):
+        return Facts()
+    refs = _secret_refs(spec)
+    if not refs:
+        return Facts()
+    missing = await runtime.kube.missing_secret_keys(namespace=namespace, refs=refs)
+    return Facts(missing_secrets=missing)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What one pass saw of the units that have jobs (see machine.Observations)."""
+
+    jobs: dict[str, JobObservation] = field(default_factory=dict)
+    results: dict[str, StageResult] = field(default_factory=dict)
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 async def _observe(
-    runtime: Runtime, body: dict[str, Any], spec: ProjectSpec | None, status: ProjectStatus
-) -> tuple[JobObservation | None, StageResult | None, Facts]:
-    meta = body["metadata"]
-    facts = Facts()
-    if spec is not None and not any(s.state == StageState.SUCCEEDED for s in status.stages[:1]):
-        refs = _secret_refs(spec)
-        if refs:
-            missing = await runtime.kube.missing_secret_keys(namespace=meta["namespace"], refs=refs)
-            facts = Facts(missing_secrets=missing)
-    current = _current(status)
-    if current is None or current.job is None:
-        return None, None, facts
-    result = None
-    if current.result_uri:
-        result = await asyncio.to_thread(read_result, current.result_uri)
-    launcher = runtime.launcher(spec, current.job.mode)
-    job = await asyncio.to_thread(
-        launcher.observe, job_id=current.job.id, namespace=meta["namespace"]
-    )
-    return job, result, facts
+    runtime: Runtime, spec: ProjectSpec | None, namespace: str, status: ProjectStatus
+) -> _Seen:
+    """Every running unit's job, result and progress, the units side by side."""
+    units = machine.running_units(status)
+    found = await asyncio.gather(*(_observe_unit(runtime, spec, namespace, u) for u in units))
+    seen = _Seen()
+    for unit, (job, result, progress) in zip(units, found, strict=True):
+        assert unit.job is not None and unit.result_uri is not None
+        if job is not None:
+            seen.jobs[unit.job.id] = job
+        if result is not None:
+            seen.results[unit.result_uri] = result
+        if progress is not None:
+            seen.progress[unit.result_uri] = progress
+    return seen
+
+
+async def _observe_unit(
+    runtime: Runtime, spec: ProjectSpec | None, namespace: str, unit: JobRunStatus
+) -> tuple[JobObservation | None, StageResult | None, dict[str, Any] | None]:
+    assert unit.job is not None and unit.result_uri is not None
+    launcher = runtime.launcher(spec, unit.job.mode)
+    # The job before its result: a job seen finished has written its result by then,
+    # so a result is never missed between the two reads.
+    job = await asyncio.to_thread(launcher.observe, job_id=unit.job.id, namespace=namespace)
+    result = await asyncio.to_thread(read_result, unit.result_uri)
+    if result is not None:
+        return job, result, None
+    stage_dir = unit.result_uri.rsplit("/", 1)[0]
+    return job, None, await asyncio.to_thread(read_progress, naming.progress_uri(stage_dir))
+
+
+def read_progress(uri: str) -> dict[str, Any] | None:
+    """A running job's progress report, or None when there is none or it is unreadable:
+    progress is shown, never decided on, so a half-written file is simply skipped."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        with fs.open(path, "r") as handle:
+            progress = json.load(handle)
+    except (OSError, ValueError):  # missing (FileNotFoundError), or not JSON
+        return None
+    return progress if isinstance(progress, dict) else None
 
 
 async def _carry_out(
@@ -137,28 +179,47 @@ async def _carry_out(
     actions: tuple[machine.Action, ...],
     post_event: EventPoster,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> None:
+) -> dict[str, str]:
+    """Carry out the actions in order.
+
+    Returns:
+        Why the platform refused a submit, by job id: the next pass fails that attempt
+        (and only that one: the other candidates' submits still go out).
+    """
+    refused: dict[str, str] = {}
     for action in actions:
         if isinstance(action, machine.Emit):
             post_event(action.type, action.reason, action.message)
         elif isinstance(action, machine.WriteInput):
             await asyncio.to_thread(_write_input, action)
         elif isinstance(action, machine.SubmitJob):
-            launcher = runtime.launcher(spec, action.mode)
-            job = action.job
-            if action.secret_env:
-                secrets = {
-                    variable: await runtime.kube.secret_value(
-                        namespace=job.namespace, name=name, key=key
-                    )
-                    for variable, name, key in action.secret_env
-                }
-                job = dataclasses.replace(job, env={**job.env, **secrets})
-            await asyncio.to_thread(launcher.submit, job)
+            try:
+                await _submit(runtime, spec, action)
+            except PermanentError as error:
+                refused[action.job.job_id] = str(error)
+                continue
             logger.info("submitted job %s (%s)", action.job.job_id, action.mode)
         elif isinstance(action, machine.StopJob):
             launcher = runtime.launcher(spec, action.mode)
-            await asyncio.to_thread(launcher.stop, job_id=action.job_id, namespace=action.namespace)
+            try:
+                await asyncio.to_thread(
+                    launcher.stop, job_id=action.job_id, namespace=action.namespace
+                )
+            except PermanentError as error:  # it may still run: someone has to know
+                post_event("Warning", "StopRefused", f"job {action.job_id}: {error}")
+    return refused
+
+
+async def _submit(runtime: Runtime, spec: ProjectSpec | None, action: machine.SubmitJob) -> None:
+    launcher = runtime.launcher(spec, action.mode)
+    job = action.job
+    if action.secret_env:
+        secrets = {
+            variable: await runtime.kube.secret_value(namespace=job.namespace, name=name, key=key)
+            for variable, name, key in action.secret_env
+        }
+        job = dataclasses.replace(job, env={**job.env, **secrets})
+    await asyncio.to_thread(launcher.submit, job)
 
 
 def _write_input(action: machine.WriteInput) -> None:
@@ -183,35 +244,34 @@ async def reconcile_project(
     Returns:
         Seconds until the next pass is due, or None when the project is gone.
     """
-    launch_error: str | None = None
+    refused: dict[str, str] = {}
     for _ in range(MAX_PASSES):
         body = await runtime.kube.get_project(namespace=namespace, name=name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         spec, spec_error = parse_spec(body.get("spec") or {})
         status = parse_status(body.get("status"))
-        job, result, facts = await _observe(runtime, body, spec, status)
+        facts = await _facts(runtime, namespace, spec, status)
+        seen = await _observe(runtime, spec, namespace, status)
         obs = machine.Observations(
             now=now(),
             generation=body["metadata"].get("generation", 1),
             project=f"{namespace}/{name}",
             project_uid=body["metadata"]["uid"],
             facts=facts,
-            job=job,
-            result=result,
+            jobs=seen.jobs,
+            results=seen.results,
+            progress=seen.progress,
             spec_error=spec_error,
-            launch_error=launch_error,
+            launch_errors=refused,
         )
         decision = machine.reconcile(spec, status, obs, runtime.settings.machine)
         new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         if new_status != body.get("status"):
             await runtime.kube.replace_status(project=body, status=new_status)
-        launch_error = None
-        try:
-            await _carry_out(runtime, spec, decision.actions, post_event, logger)
-        except PermanentError as error:
-            launch_error = str(error)  # the next pass records it against the stage
-            continue
+        refused = await _carry_out(runtime, spec, decision.actions, post_event, logger)
+        if refused:
+            continue  # the next pass records each refusal against its attempt
         if decision.requeue_after is None:
             return runtime.settings.idle_seconds  # nothing due: a spec change wakes us
         if decision.requeue_after != 0:
@@ -220,12 +280,14 @@ async def reconcile_project(
 
 
 async def stop_project_jobs(runtime: Runtime, body: dict[str, Any]) -> list[str]:
-    """Stop the running stage job of a project being deleted; return what was stopped."""
+    """Stop every running job of a project being deleted (the stage's, or each running
+    candidate's); return what was stopped."""
     spec, _ = parse_spec(body.get("spec") or {})
-    current = _current(parse_status(body.get("status")))
-    if current is None or current.job is None:
-        return []
-    launcher = runtime.launcher(spec, current.job.mode)
     namespace = body["metadata"]["namespace"]
-    await asyncio.to_thread(launcher.stop, job_id=current.job.id, namespace=namespace)
-    return [current.job.id]
+    stopped = []
+    for unit in machine.running_units(parse_status(body.get("status"))):
+        assert unit.job is not None
+        launcher = runtime.launcher(spec, unit.job.mode)
+        await asyncio.to_thread(launcher.stop, job_id=unit.job.id, namespace=namespace)
+        stopped.append(unit.job.id)
+    return stopped

@@ -54,6 +54,12 @@ class Projects:
         stages = self.status(name).get("stages", [])
         return next((s for s in stages if s["name"] == stage), {})
 
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the project, as `kubectl patch --type merge` sends."""
+        return self.custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, patch
+        )
+
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(
             api.GROUP, api.VERSION, self.namespace, api.PLURAL, name

@@ -24,6 +24,31 @@ def test_the_example_is_a_valid_spec() -> None:
     assert spec.students.candidates[0].name == "tiny"
 
 
+def test_training_defaults_to_cosine_decay_and_holds_back_a_validation_split() -> None:
+    training = ProjectSpec.model_validate(example_manifest()["spec"]).students.training
+    assert (training.lr_schedule, training.weight_decay, training.seed) == ("cosine", 0.0, 0)
+    assert (training.checkpoint_every_steps, training.validation_fraction) == (50, 0.1)
+    assert training.max_sequence_length == 512
+
+
+def test_a_candidate_can_bring_the_teachers_tokenizer() -> None:
+    manifest = example_manifest(**{"spec.students.candidates.0.tokenizer": "/models/teacher"})
+    spec = ProjectSpec.model_validate(manifest["spec"])
+    assert spec.students.candidates[0].tokenizer == "/models/teacher"
+    assert spec.students.candidates[1].tokenizer is None
+
+
+def test_kubectl_explain_tells_what_the_training_schedule_does() -> None:
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    students = schema["properties"]["students"]["properties"]
+    training = students["training"]["properties"]
+    assert training["lrSchedule"]["enum"] == ["constant", "linear", "cosine"]
+    assert "warm-up" in training["lrSchedule"]["description"]
+    assert "never trained on" in training["validationFraction"]["description"]
+    tokenizer = students["candidates"]["items"]["properties"]["tokenizer"]["description"]
+    assert "soft labels" in tokenizer.lower()
+
+
 @pytest.mark.parametrize("bad", REFUSED, ids=lambda b: b.id)
 def test_the_operator_refuses_every_bad_manifest_too(bad: BadManifest) -> None:
     """Specs that reach the operator some other way meet the same rules as CEL."""

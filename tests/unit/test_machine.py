@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from distill_jobs.contract import StageResult
+from distill_operator import crd, naming
 from distill_operator.api import Phase, ProjectSpec, ProjectStatus, Stage, StageState
 from distill_operator.launch.base import JobObservation, JobState
 from distill_operator.machine import (
@@ -20,6 +26,7 @@ from distill_operator.machine import (
     WriteInput,
     reconcile,
 )
+from distill_operator.reconciler import OperatorSettings, Runtime, read_progress, stop_project_jobs
 from distill_operator.stages import Facts
 from manifests import example_manifest
 
@@ -38,12 +45,29 @@ def step(
     *,
     now: datetime = T0,
     generation: int = 1,
+    job: JobObservation | None = None,
+    result: StageResult | None = None,
     **observed: Any,
 ) -> Decision:
+    """One pass; ``job`` and ``result`` are short for a stage's only job and result."""
+    if job is not None:
+        observed["jobs"] = {job.job_id: job}
+    if result is not None:
+        observed["results"] = results_at(status, result)
     obs = Observations(
         now=now, generation=generation, project="ns/demo", project_uid="0a1b2c3d-uid", **observed
     )
     return reconcile(spec, status, obs, SETTINGS)
+
+
+def units(status: ProjectStatus) -> list[Any]:
+    return [unit for s in status.stages for unit in (s, *s.candidates)]
+
+
+def results_at(status: ProjectStatus, *results: StageResult) -> dict[str, StageResult]:
+    """The results keyed by where status expects them (the unit with their input hash)."""
+    uri = {u.input_hash: u.result_uri for u in units(status) if u.result_uri}
+    return {uri[r.input_hash]: r for r in results}
 
 
 def entry(status: ProjectStatus, stage: Stage) -> Any:
@@ -181,7 +205,8 @@ def test_a_job_the_platform_refuses_is_retried_then_fails_naming_the_stage() -> 
     spec = example_spec(**{"policy.maxRetries": 0})
     status = step(spec, started_investigate()).status
     refused = "RayJob CRD ray.io/v1 is not installed in the cluster"
-    decision = step(spec, status, launch_error=refused)
+    job_id = entry(status, Stage.INVESTIGATE).job.id
+    decision = step(spec, status, launch_errors={job_id: refused})
     investigate = entry(decision.status, Stage.INVESTIGATE)
     assert investigate.state == StageState.FAILED and investigate.reason == "LaunchRefused"
     assert refused in condition(decision.status, "Stalled").message
@@ -278,21 +303,23 @@ def test_teach_input_carries_the_source_result_as_upstream() -> None:
 def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> None:
     spec = example_spec()
     status = _through(spec, [Stage.INVESTIGATE, Stage.SOURCE, Stage.TEACH])
-    iterate = result_for(
+    tiny = candidate_result(
         status,
-        Stage.ITERATE,
-        metrics={"student": "tiny", "score": 0.93, "candidates": 2, "table": {"tiny": 1}},
+        "tiny",
+        metrics={"score": 0.93, "parameters": 1_000_000, "table": {"tiny": 1}},
         artifacts={"student": "file:///tmp/s"},
     )
-    status = step(spec, status, result=iterate).status
+    small = candidate_result(status, "small", exitConditionMet=False, message="score 0.5 < 0.9")
+    status = step(spec, status, results=results_at(status, tiny, small)).status
     for stage in (Stage.LOOK, Stage.LAUNCH):
         status = step(spec, status, result=result_for(status, stage)).status
     status = step(spec, status).status
     assert status.phase == Phase.MONITORING
     assert status.student is not None and status.student.name == "tiny"
+    assert status.student.uri == "file:///tmp/s"
     assert status.student.score == pytest.approx(0.93)
     headline = entry(status, Stage.ITERATE).metrics
-    assert headline == {"candidates": 2.0, "score": 0.93}, "numbers only, tables stay out"
+    assert headline == {"parameters": 1e6, "score": 0.93}, "numbers only, tables stay out"
     assert all(condition(status, s.exit_condition_type).status == "True" for s in Stage)
 
 
@@ -300,3 +327,334 @@ def test_conditions_keep_their_transition_time_until_they_flip() -> None:
     status = started_investigate()
     later = step(example_spec(), status, now=T0 + timedelta(minutes=5)).status
     assert condition(later, "TaskDefined").last_transition_time == "2026-11-23T12:00:00Z"
+
+
+# --- Iterate: one job per student candidate, then the operator chooses -------------------
+TO_ITERATE = [Stage.INVESTIGATE, Stage.SOURCE, Stage.TEACH]
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def candidate(status: ProjectStatus, name: str) -> Any:
+    return next(c for c in entry(status, Stage.ITERATE).candidates if c.name == name)
+
+
+def candidate_result(status: ProjectStatus, name: str, **fields: Any) -> StageResult:
+    values = {"exitConditionMet": True, "reason": "ClearsBar", "message": "ok"} | fields
+    return StageResult(stage="Iterate", input_hash=candidate(status, name).input_hash, **values)
+
+
+def passing(status: ProjectStatus, name: str, parameters: float, score: float) -> StageResult:
+    metrics = {"parameters": parameters, "score": score, "latency_p95_ms": 3.2,
+               "cost_per_1k_requests": 0.0004}  # fmt: skip
+    artifacts = {"student": f"file:///tmp/students/{name}"}
+    return candidate_result(status, name, metrics=metrics, artifacts=artifacts)
+
+
+def running(status: ProjectStatus, *names: str) -> dict[str, JobObservation]:
+    ids = [candidate(status, name).job.id for name in names]
+    return {job_id: JobObservation(job_id=job_id, state=JobState.RUNNING) for job_id in ids}
+
+
+def three_candidates() -> list[dict[str, Any]]:
+    return [
+        {"name": "tiny", "preset": "tiny", "parameters": 1_000_000},
+        {"name": "small", "preset": "small", "parameters": 4_000_000},
+        {"name": "base", "preset": "base", "parameters": 9_000_000},
+    ]
+
+
+def test_iterate_submits_one_job_per_candidate_each_with_its_own_input() -> None:
+    spec = example_spec()
+    status = _through(spec, [Stage.INVESTIGATE, Stage.SOURCE])
+    decision = step(spec, status, result=result_for(status, Stage.TEACH))
+    iterate = entry(decision.status, Stage.ITERATE)
+    assert iterate.state == StageState.RUNNING and iterate.job is None
+    assert [c.name for c in iterate.candidates] == ["tiny", "small"]
+    assert all(c.state == StageState.RUNNING and c.attempt == 0 for c in iterate.candidates)
+    ids = [c.job.id for c in iterate.candidates]
+    assert len(set(ids)) == 2 and len({c.input_hash for c in iterate.candidates}) == 2
+    assert all(len(i) <= 40 and DNS_LABEL.match(i) for i in ids), ids
+    assert ids[0].startswith("dp-0a1b2c3d-iterate-tiny-a0-")
+    writes = of_type(decision, WriteInput)
+    assert [w.stage_input.spec["students"]["candidate"]["name"] for w in writes] == [
+        "tiny",
+        "small",
+    ]
+    tiny_input = writes[0].stage_input
+    assert set(tiny_input.spec) == {"bar", "students"}
+    assert set(tiny_input.spec["students"]) == {"training", "candidate"}
+    assert tiny_input.upstream == {
+        "Source": entry(status, Stage.SOURCE).result_uri,
+        "Teach": entry(decision.status, Stage.TEACH).result_uri,
+    }
+    assert [w.uri.rsplit("/", 1)[0] for w in writes] == [
+        c.result_uri.rsplit("/", 1)[0] for c in iterate.candidates
+    ]
+    assert not of_type(decision, SubmitJob), "ids are saved in status before any submit"
+    submits = of_type(step(spec, decision.status), SubmitJob)
+    assert [s.job.job_id for s in submits] == ids, "all submitted at once: Ray queues them"
+    assert all(
+        s.job.entrypoint.startswith("python -m distill_jobs.train --input ") for s in submits
+    )
+    assert submits[1].job.labels["distill.dev/candidate"] == "small"
+
+
+def test_adding_a_candidate_leaves_the_others_input_hashes_and_results_as_they_were() -> None:
+    def inputs(status: ProjectStatus) -> dict[str, tuple[str, str]]:
+        return {
+            c.name: (c.input_hash, c.result_uri) for c in entry(status, Stage.ITERATE).candidates
+        }
+
+    two = inputs(_through(example_spec(), TO_ITERATE))
+    three = inputs(
+        _through(example_spec(**{"students.candidates": three_candidates()}), TO_ITERATE)
+    )
+    assert three["tiny"] == two["tiny"] and three["small"] == two["small"]
+    assert three["base"][0] not in {two["tiny"][0], two["small"][0]}
+    reseeded = inputs(_through(example_spec(**{"students.training.seed": 7}), TO_ITERATE))
+    assert reseeded["tiny"] != two["tiny"], "the training settings are every candidate's input"
+
+
+def test_the_candidate_with_fewest_measured_parameters_is_chosen_when_both_clear_the_bar() -> None:
+    spec = example_spec()
+    status = _through(spec, TO_ITERATE)
+    # Spec order says tiny is smaller; what the jobs measured says small is.
+    tiny, small = passing(status, "tiny", 5e6, 0.95), passing(status, "small", 1.2e6, 0.91)
+    decision = step(spec, status, results=results_at(status, tiny, small))
+    status = decision.status
+    iterate = entry(status, Stage.ITERATE)
+    assert iterate.state == StageState.SUCCEEDED and iterate.reason == "StudentSelected"
+    assert iterate.message == (
+        "small (1.2M parameters, score 0.91 ≥ 0.90, p95 3.2 ms, 0.0004/1k requests): "
+        "the smallest that clears the bar; tiny also clears it"
+    )
+    chosen = candidate(status, "small")
+    assert (iterate.input_hash, iterate.result_uri) == (chosen.input_hash, chosen.result_uri)
+    assert iterate.metrics == chosen.metrics and iterate.metrics["parameters"] == 1.2e6
+    assert status.student is not None
+    assert (status.student.name, status.student.uri) == ("small", "file:///tmp/students/small")
+    assert status.student.score == pytest.approx(0.91)
+    assert condition(status, "StudentSelected").status == "True"
+    assert condition(status, "StudentSelected").reason == "StudentSelected"
+    [write] = of_type(decision, WriteInput)
+    assert write.stage_input.stage == "Look"
+    assert write.stage_input.upstream["Iterate"] == chosen.result_uri
+
+
+def test_the_larger_candidate_is_chosen_when_only_it_clears_the_bar() -> None:
+    spec = example_spec()
+    status = _through(spec, TO_ITERATE)
+    tiny = candidate_result(
+        status, "tiny", exitConditionMet=False, reason="BelowBar",
+        message="score 0.71 misses exact_match >= 0.9 by 0.19", metrics={"parameters": 1e6},
+    )  # fmt: skip
+    status = step(spec, status, results=results_at(status, tiny)).status
+    assert candidate(status, "tiny").state == StageState.FAILED
+    assert entry(status, Stage.ITERATE).state == StageState.RUNNING, "small still trains"
+    small = passing(status, "small", 4e6, 0.92)
+    status = step(spec, status, results=results_at(status, small)).status
+    iterate = entry(status, Stage.ITERATE)
+    assert iterate.state == StageState.SUCCEEDED
+    assert iterate.message.endswith(": the only one that clears the bar")
+    assert status.student is not None and status.student.name == "small"
+
+
+def test_no_candidate_clearing_the_bar_fails_iterate_with_each_candidates_message() -> None:
+    spec = example_spec()
+    status = _through(spec, TO_ITERATE)
+    tiny = candidate_result(
+        status, "tiny", exitConditionMet=False, reason="BelowBar",
+        message="score 0.71 misses exact_match >= 0.9 by 0.19",
+    )  # fmt: skip
+    small = candidate_result(
+        status, "small", exitConditionMet=False, reason="TooSlow",
+        message="p95 420 ms misses 300 ms by 120 ms",
+    )  # fmt: skip
+    decision = step(spec, status, results=results_at(status, tiny, small))
+    status = decision.status
+    iterate = entry(status, Stage.ITERATE)
+    assert iterate.state == StageState.FAILED and iterate.reason == "NoCandidateClearsBar"
+    assert iterate.message == (
+        "no candidate clears the bar — tiny: score 0.71 misses exact_match >= 0.9 by 0.19; "
+        "small: p95 420 ms misses 300 ms by 120 ms"
+    )
+    assert status.phase == Phase.FAILED and status.student is None
+    assert condition(status, "StudentSelected").status == "False"
+    assert condition(status, "Stalled").reason == "NoCandidateClearsBar"
+    events = [a.message for a in of_type(decision, Emit)]
+    assert "Iterate/tiny Failed: score 0.71 misses exact_match >= 0.9 by 0.19" in events
+    assert any(m.startswith("Iterate Failed: no candidate clears the bar") for m in events)
+
+
+def test_a_failed_candidate_job_is_retried_while_the_other_keeps_running() -> None:
+    spec = example_spec(**{"policy.maxRetries": 1, "policy.backoffSeconds": 10})
+    status = step(spec, _through(spec, TO_ITERATE)).status  # both submitted
+    tiny_id, small_id = candidate(status, "tiny").job.id, candidate(status, "small").job.id
+    jobs = running(status, "small") | {
+        tiny_id: JobObservation(job_id=tiny_id, state=JobState.FAILED, message="worker died")
+    }
+    decision = step(spec, status, now=T0 + timedelta(seconds=30), jobs=jobs)
+    assert [s.job_id for s in of_type(decision, StopJob)] == [tiny_id]
+    tiny, small = candidate(decision.status, "tiny"), candidate(decision.status, "small")
+    assert tiny.attempt == 1 and "-a1-" in tiny.job.id and tiny.reason == "JobFailed"
+    assert "worker died" in tiny.message and tiny.state == StageState.RUNNING
+    assert small.job.id == small_id and small.job.state == "Running" and small.attempt == 0
+    assert decision.requeue_after == SETTINGS.poll_seconds
+    due = step(spec, decision.status, now=T0 + timedelta(seconds=41), jobs=running(status, "small"))
+    [submit] = of_type(due, SubmitJob)
+    assert submit.job.job_id == tiny.job.id, "only the failed candidate is submitted again"
+
+
+def test_a_candidate_out_of_retries_fails_naming_its_job_and_the_rest_are_still_chosen() -> None:
+    spec = example_spec(**{"policy.maxRetries": 0})
+    status = step(spec, _through(spec, TO_ITERATE)).status
+    tiny_id = candidate(status, "tiny").job.id
+    died = {tiny_id: JobObservation(job_id=tiny_id, state=JobState.FAILED, message="OOM killed")}
+    status = step(spec, status, jobs=died | running(status, "small")).status
+    tiny = candidate(status, "tiny")
+    assert tiny.state == StageState.FAILED and tiny.reason == "JobFailed"
+    assert tiny_id in tiny.message and "OOM killed" in tiny.message
+    assert "gave up after 1 attempts" in tiny.message
+    assert status.phase == Phase.RUNNING, "one candidate failing does not fail the project"
+    small = passing(status, "small", 4e6, 0.92)
+    status = step(spec, status, results=results_at(status, small)).status
+    assert entry(status, Stage.ITERATE).state == StageState.SUCCEEDED
+    assert status.student is not None and status.student.name == "small"
+
+
+def test_a_refused_candidate_submit_fails_only_that_candidates_attempt() -> None:
+    spec = example_spec(**{"policy.maxRetries": 0})
+    status = _through(spec, TO_ITERATE)
+    refused = {candidate(status, "small").job.id: "RayJob CRD ray.io/v1 is not installed"}
+    decision = step(spec, status, launch_errors=refused)
+    small = candidate(decision.status, "small")
+    assert small.state == StageState.FAILED and small.reason == "LaunchRefused"
+    assert "not installed" in small.message
+    assert [s.job.job_id for s in of_type(decision, SubmitJob)] == [
+        candidate(status, "tiny").job.id
+    ]
+
+
+def test_each_candidate_job_has_its_own_deadline() -> None:
+    spec = example_spec(**{"policy.deadlineSeconds": 60, "policy.backoffSeconds": 10})
+    status = step(spec, _through(spec, TO_ITERATE)).status  # both submitted at T0
+    tiny_id = candidate(status, "tiny").job.id
+    died = {tiny_id: JobObservation(job_id=tiny_id, state=JobState.FAILED)}
+    small_runs = running(status, "small")
+    status = step(spec, status, now=T0 + timedelta(seconds=5), jobs=died | small_runs).status
+    status = step(spec, status, now=T0 + timedelta(seconds=20), jobs=small_runs).status
+    assert candidate(status, "tiny").job.submitted_at == "2026-11-23T12:00:20Z"
+    later = T0 + timedelta(seconds=61)
+    decision = step(spec, status, now=later, jobs=running(status, "tiny", "small"))
+    small = candidate(decision.status, "small")
+    assert [s.job_id for s in of_type(decision, StopJob)] == [candidate(status, "small").job.id]
+    assert small.reason == "DeadlineExceeded" and small.attempt == 1
+    assert candidate(decision.status, "tiny").job.state == "Running", "tiny's clock began later"
+
+
+def test_a_spec_change_stops_every_running_candidate_job() -> None:
+    status = step(example_spec(), _through(example_spec(), TO_ITERATE)).status
+    ids = {c.job.id for c in entry(status, Stage.ITERATE).candidates}
+    spec = example_spec(**{"students.candidates": three_candidates()})
+    decision = step(spec, status, generation=2)
+    assert {s.job_id for s in of_type(decision, StopJob)} == ids
+    iterate = entry(decision.status, Stage.ITERATE)
+    assert iterate.state == StageState.PENDING and iterate.candidates == []
+
+
+def test_a_deleted_project_stops_every_running_candidate_job() -> None:
+    status = step(example_spec(), _through(example_spec(), TO_ITERATE)).status
+    body = {
+        "metadata": {"namespace": "ns", "name": "demo"},
+        "spec": example_manifest()["spec"],
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    launcher = RecordingLauncher()
+    runtime = Runtime(
+        kube=None,  # stopping jobs never touches the API server
+        settings=OperatorSettings(),
+        _submit_launchers={OperatorSettings().ray_address: launcher},
+    )
+    stopped = asyncio.run(stop_project_jobs(runtime, body))
+    ids = [c.job.id for c in entry(status, Stage.ITERATE).candidates]
+    assert stopped == ids and launcher.stopped == ids
+
+
+class RecordingLauncher:
+    mode = "submit"
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+
+    def stop(self, *, job_id: str, namespace: str) -> None:
+        self.stopped.append(job_id)
+
+
+def test_training_progress_shows_up_in_the_candidates_metrics() -> None:
+    spec = example_spec()
+    status = step(spec, _through(spec, TO_ITERATE)).status
+    uri = candidate(status, "tiny").result_uri
+    progress = {uri: {"step": 40, "loss": 1.25, "tokensPerSecond": 900.0, "phase": "train",
+                      "gradNorm": float("nan")}}  # fmt: skip
+    status = step(spec, status, jobs=running(status, "tiny", "small"), progress=progress).status
+    assert candidate(status, "tiny").metrics == {"step": 40, "loss": 1.25, "tokensPerSecond": 900}
+    assert candidate(status, "small").metrics == {}
+    assert entry(status, Stage.ITERATE).message == "tiny Running, small Running"
+
+
+def test_an_unreadable_progress_file_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "torn.json").write_text('{"step": 4')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "ok.json").write_text('{"step": 4}')
+    assert read_progress(f"file://{tmp_path}/missing.json") is None
+    assert read_progress(f"file://{tmp_path}/torn.json") is None
+    assert read_progress(f"file://{tmp_path}/list.json") is None
+    assert read_progress(f"file://{tmp_path}/ok.json") == {"step": 4}
+
+
+def test_eight_candidates_with_many_numbers_fit_the_crd_status_schema() -> None:
+    names = [f"candidate-{i}-with-a-long-name" for i in range(8)]
+    candidates = [
+        {"name": n, "preset": "tiny", "parameters": 1000 + i} for i, n in enumerate(names)
+    ]
+    spec = example_spec(**{"students.candidates": candidates})
+    status = step(spec, _through(spec, TO_ITERATE)).status
+    many = {f"metric{i:02}": float(i) for i in range(40)}
+    progress = {candidate(status, n).result_uri: many | {"step": 3} for n in names}
+    jobs = running(status, *names)
+    status = step(spec, status, jobs=jobs, progress=progress).status
+    assert all(
+        len(c.metrics) == 16 and "step" in c.metrics
+        for c in entry(status, Stage.ITERATE).candidates
+    )
+    results = [passing(status, n, 1e6 + i, 0.9) for i, n in enumerate(names)]
+    results = [r.model_copy(update={"metrics": many | r.metrics}) for r in results]
+    status = step(spec, status, results=results_at(status, *results)).status
+    iterate = entry(status, Stage.ITERATE)
+    assert iterate.state == StageState.SUCCEEDED and status.student.name == names[0]
+    for c in iterate.candidates:
+        assert len(c.metrics) == 16 and {"parameters", "score"} <= set(c.metrics)
+        assert DNS_LABEL.match(c.job.id) and len(c.job.id) <= 40
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    jsonschema.Draft4Validator(schema).validate(dumped)
+    assert len(json.dumps(dumped)) < 64 * 1024, "status stays far below etcd's object limit"
+    too_many = dumped["stages"][4] | {"candidates": dumped["stages"][4]["candidates"] * 2}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(schema["properties"]["stages"]["items"]).validate(too_many)
+
+
+def test_other_stages_status_has_no_candidates_field() -> None:
+    dumped = started_investigate().model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert all("candidates" not in stage for stage in dumped["stages"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "abcdefg-x", "a-very-long-candidate-name-indeed", "x"])
+@pytest.mark.parametrize("attempt", [0, 20])
+def test_candidate_job_ids_are_dns_labels_of_at_most_40_characters(name: str, attempt: int) -> None:
+    job_id = naming.job_id(
+        project_uid="0a1b2c3d-uid", stage=Stage.ITERATE, attempt=attempt,
+        input_hash="3e36851f00aa", part=name,
+    )  # fmt: skip
+    assert len(job_id) <= 40 and DNS_LABEL.match(job_id) and "--" not in job_id, job_id
+    assert job_id.endswith(f"-a{attempt}-3e36851f")

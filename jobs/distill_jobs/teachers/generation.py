@@ -94,12 +94,16 @@ def tokenizer_identity(tokenizer: Any) -> str:
     tokenizers with equal identities tokenize identically, wherever they are stored.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    # A tokenizer without a `tokenizers` backend: its vocabulary is what can be compared.
-    definition = (
-        backend.to_str()
-        if backend is not None
-        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    )
+    if backend is not None:
+        # Padding and truncation are call-time state (a padded batch switches them on),
+        # not part of how text becomes tokens.
+        document = json.loads(backend.to_str())
+        document.pop("padding", None)
+        document.pop("truncation", None)
+        definition = json.dumps(document, sort_keys=True)
+    else:
+        # A tokenizer without a `tokenizers` backend: its vocabulary is what can be compared.
+        definition = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     return f"sha256:{hashlib.sha256(definition.encode()).hexdigest()[:16]}"
 
 

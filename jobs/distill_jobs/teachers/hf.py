@@ -105,6 +105,7 @@ class HFTeacher:
             reference=record.reference,
             output=generation.text,
             top_logprobs=generation.top_logprobs,
+            output_token_ids=list(generation.token_ids),
             teacher=self.name,
             tokenizer=self.tokenizer_id,
             finish_reason=generation.finish_reason,

@@ -61,9 +61,13 @@ def chat_row(record: TeacherRecord, *, copy: int) -> Row:
         "slice": record.slice,
         "copy": copy,
         "messages": [*record.messages, answer],
+        # Ground truth travels with the row: Iterate scores candidates against it.
+        "reference": record.reference,
         "teacher": record.teacher,
         "tokenizer": record.tokenizer,
     }
+    if record.output_token_ids is not None:
+        row["output_token_ids"] = record.output_token_ids
     if record.top_logprobs is not None:
         row["top_logprobs"] = [
             [candidate.model_dump() for candidate in position] for position in record.top_logprobs
@@ -102,9 +106,11 @@ TRAIN_SCHEMA = pa.schema(
         ("slice", pa.string()),
         ("copy", pa.int32()),
         ("messages", pa.list_(_MESSAGE_TYPE)),
+        ("reference", pa.string()),
         ("teacher", pa.string()),
         ("tokenizer", pa.string()),
         ("top_logprobs", pa.list_(pa.list_(_CANDIDATE_TYPE))),
+        ("output_token_ids", pa.list_(pa.int64())),
     ]
 )
 

@@ -2,9 +2,11 @@
 
 from distill_operator.api.spec import ProjectSpec
 from distill_operator.api.status import (
+    CandidateStatus,
     Condition,
     ConditionStatus,
     JobRecord,
+    JobRunStatus,
     Phase,
     ProjectStatus,
     Stage,
@@ -27,9 +29,11 @@ __all__ = [
     "SHORT_NAMES",
     "SINGULAR",
     "VERSION",
+    "CandidateStatus",
     "Condition",
     "ConditionStatus",
     "JobRecord",
+    "JobRunStatus",
     "Phase",
     "ProjectSpec",
     "ProjectStatus",

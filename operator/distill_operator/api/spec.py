@@ -173,6 +173,13 @@ class StudentCandidate(ApiModel):
     parameters: int | None = Field(
         default=None, ge=1, description="Parameter count; must be below the teacher's."
     )
+    tokenizer: ShortText | None = Field(
+        default=None,
+        description="A local directory with the tokenizer for a preset or config student. "
+        "By default preset students use the tiny tokenizer of distill_jobs.tiny and "
+        "pretrained ones their own. Soft labels (teacher logprobs) need the teacher's "
+        "tokenizer: point this at it to train on them.",
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -195,6 +202,12 @@ class Precision(StrEnum):
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
+
+
+class LrSchedule(StrEnum):
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    COSINE = "cosine"
 
 
 class DeepSpeedSettings(ApiModel):
@@ -227,8 +240,38 @@ class Training(ApiModel):
     jsd_beta: float = Field(default=0.5, gt=0.0, lt=1.0, description="Beta of the JSD.")
     learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
     warmup_steps: int = Field(default=10, ge=0)
+    lr_schedule: LrSchedule = Field(
+        default=LrSchedule.COSINE,
+        description="The learning rate after warmupSteps of linear warm-up: constant keeps "
+        "learningRate, linear decays it linearly to 0 by the last step, cosine decays it to 0 "
+        "along a half cosine.",
+    )
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="AdamW weight decay (0 turns it off)."
+    )
     epochs: int = Field(default=1, ge=1, le=1000)
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps.")
+    checkpoint_every_steps: int = Field(
+        default=50,
+        ge=1,
+        description="Steps between checkpoints of the student written during training.",
+    )
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=0.5,
+        description="Share of Teach's training prompts held back to score candidates; never "
+        "trained on. (Source's held-out set stays untouched for Look.)",
+    )
+    max_sequence_length: int = Field(
+        default=512,
+        ge=16,
+        le=131072,
+        description="Longest prompt plus answer in tokens; longer examples are truncated.",
+    )
+    seed: int = Field(
+        default=0, ge=0, description="Seed of initialisation, data order and the validation split."
+    )
     micro_batch_size: int = Field(default=8, ge=1, le=4096, description="Per worker.")
     workers: int = Field(default=2, ge=1, le=1024, description="Ray Train workers.")
     gpus_per_worker: float = Field(default=0, ge=0, le=16, description="0 trains on CPU.")

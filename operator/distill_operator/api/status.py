@@ -8,6 +8,7 @@ Stalled) so Argo CD and Flux read health as is, plus one per stage exit conditio
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -94,15 +95,21 @@ class JobRecord(ApiModel):
 
 
 MAX_STAGE_METRICS = 32
+MAX_CANDIDATE_METRICS = 16
+MAX_CANDIDATES = 8
 
 
-class StageStatus(ApiModel):
-    """Where one stage stands."""
+class JobRunStatus(ApiModel):
+    """Where one unit of Ray work stands: one job per attempt, one result.
 
-    name: Stage
+    A stage that runs work is one such unit; Iterate is split into one per student
+    candidate. Retries, deadlines and results work the same way for both.
+    """
+
+    max_metrics: ClassVar[int] = MAX_STAGE_METRICS
+
     state: StageState = StageState.PENDING
-    exit_condition: str = Field(default="", description="The exit condition, and whether it holds.")
-    reason: str = Field(default="", description="Why the stage is in its state (CamelCase).")
+    reason: str = Field(default="", description="Why it is in its state (CamelCase).")
     message: str = Field(default="")
     attempt: int = Field(default=0, ge=0, description="Attempt number (0 is the first).")
     input_hash: str | None = Field(default=None, description="Content hash of the stage input.")
@@ -116,6 +123,38 @@ class StageStatus(ApiModel):
         max_length=MAX_STAGE_METRICS,
         description="The result's headline numbers (counts, scores); full tables stay in "
         "the artifact store, at resultUri.",
+    )
+
+
+class CandidateStatus(JobRunStatus):
+    """One student candidate of Iterate: its own training job, result and numbers."""
+
+    max_metrics: ClassVar[int] = MAX_CANDIDATE_METRICS
+
+    name: str = Field(max_length=63, description="The candidate's name in the spec.")
+    student_uri: str | None = Field(
+        default=None, description="The trained student (a model directory), once it exists."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_CANDIDATE_METRICS,
+        description="Training progress while it runs (step, loss, tokensPerSecond), then "
+        "the result's headline numbers (parameters, score, latency_p95_ms, cost_per_1k_requests).",
+    )
+
+
+class StageStatus(JobRunStatus):
+    """Where one stage stands."""
+
+    name: Stage
+    exit_condition: str = Field(default="", description="The exit condition, and whether it holds.")
+    candidates: list[CandidateStatus] = Field(
+        default_factory=list,
+        max_length=MAX_CANDIDATES,
+        description="Iterate only: one entry per student candidate, each trained by its own "
+        "job; the smallest that clears the bar becomes the stage's result.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        exclude_if=lambda candidates: not candidates,  # other stages' status stays as it was
     )
 
 

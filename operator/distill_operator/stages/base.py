@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distill_operator.api import Phase, ProjectSpec, Stage
+from distill_operator.api import CandidateStatus, Phase, ProjectSpec, Stage
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ class StageDefinition:
         upstream: earlier stages whose results the workload builds on.
         preflight: a user's mistake only the operator can see, found before any job.
         decide: the verdict of an in-operator stage.
+        parts: splits the stage into parts that each run their own job (Iterate: one
+            per student candidate), as (part name, spec excerpt) pairs in spec order.
+            Each part's excerpt is its input, so adding a part leaves the others'
+            input hashes, and so their results, as they were.
+        choose: for a stage with parts, once every part is done: the part whose result
+            becomes the stage's (or None), and the stage's verdict.
     """
 
     stage: Stage
@@ -53,6 +59,11 @@ class StageDefinition:
     upstream: tuple[Stage, ...] = ()
     preflight: Callable[[ProjectSpec, Facts], Verdict | None] = _no_problem
     decide: Callable[[ProjectSpec, Facts], Verdict] | None = None
+    parts: Callable[[ProjectSpec], list[tuple[str, dict[str, Any]]]] | None = None
+    choose: (
+        Callable[[ProjectSpec, Sequence[CandidateStatus]], tuple[CandidateStatus | None, Verdict]]
+        | None
+    ) = None
 
     def spec_excerpt(self, spec: ProjectSpec) -> dict[str, Any]:
         """The spec sections this stage reads: its input, and so its input hash."""
