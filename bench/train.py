@@ -17,6 +17,9 @@ train_worker does between them counts, its own reporting included (the time spen
 ``ray.train.report``, a barrier of all workers, is measured apart as "in report"); the
 tokens/s that train_worker writes to progress.json (its last interval alone) is kept in
 the JSON beside it. Variants run interleaved, ``--repeats`` times; medians are reported.
+Ray Train v2 holds one unread report per worker and its controller reads them once a
+health check (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so a loop that
+reports more often waits in ``report``: the JSON records that variable.
 
 ``python bench/train.py [--preset small] [--workers 2] [--steps 60] [--repeats 2]``
 writes ``bench/results/train.json`` and prints a table.
@@ -48,6 +51,7 @@ from distill_jobs.training.loop import Plan, micro_batches_per_epoch, train_work
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("ddp", "deepspeed-zero2", "deepspeed-zero3")
 ZERO_STAGES = {"deepspeed-zero2": 2, "deepspeed-zero3": 3}
+ENV_SEEN = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TORCH_EXTENSIONS_DIR", "OMP_NUM_THREADS")
 TARGET_RATIO = 0.9  # issue #4: our path at least 90% of DDP's tokens/s
 
 
@@ -230,8 +234,9 @@ def _synchronised_clock(dist: Any, *, on_gpu: bool) -> float:
 def deepspeed_worker(config: dict[str, Any]) -> None:
     """``train_worker`` as Iterate runs it, timed between its own progress reports.
 
-    ``ray.train.report`` is a barrier of all ranks, so the time it returns at the report
-    of step ``warmup`` and of the last step bound the same window on every rank.
+    A progress flush all-reduces across ranks, so the time it returns at step
+    ``warmup`` and at the last step bound the same window on every rank; the time spent
+    in ``ray.train.report`` (only the final numbers now) is measured apart.
     """
     plan_fields, warmup = config["plan"], config["warmup_steps"]
     if not plan_fields["on_gpu"]:
@@ -241,24 +246,30 @@ def deepspeed_worker(config: dict[str, Any]) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
+    from distill_jobs.training import loop
+
     import_rss = _peak_rss_mib()
-    report = ray.train.report
+    flush, report = loop._Progress.flush, ray.train.report
     reported_at: dict[int, float] = {}
     in_report = 0.0
+
+    def timed_flush(self: Any, *, step: int, **kwargs: Any) -> dict[str, float]:
+        figures = flush(self, step=step, **kwargs)
+        reported_at[step] = time.perf_counter()
+        return figures
 
     def timed_report(metrics: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         nonlocal in_report
         called = time.perf_counter()
         report(metrics, *args, **kwargs)
-        reported_at[int(metrics["step"])] = time.perf_counter()
-        if metrics["step"] > warmup:
-            in_report += reported_at[int(metrics["step"])] - called
+        in_report += time.perf_counter() - called
 
+    loop._Progress.flush = timed_flush  # type: ignore[method-assign]
     ray.train.report = timed_report
     try:
         train_worker(plan_fields)
     finally:
-        ray.train.report = report
+        loop._Progress.flush, ray.train.report = flush, report  # type: ignore[method-assign]
     last = plan_fields["total_steps"]
     window = reported_at[last] - reported_at[warmup]
     _write_figures(
@@ -499,13 +510,14 @@ def print_table(summary: dict[str, dict[str, Any]], *, bench: Bench) -> None:
         )
     for line in (
         f"Medians (and range) of {max(row['repeats'] for row in summary.values())} interleaved "
-        "repeats; 'in report' includes waiting there for the slowest worker.",
+        "repeats.",
         f"Timed window, the same for every variant: optimizer steps {bench.warmup_steps + 1}.."
         f"{bench.steps} ({bench.timed_tokens} tokens, {bench.workers} processes), wall clock",
         f"  on rank 0 from step {bench.warmup_steps} to step {bench.steps}; for DeepSpeed from "
         "train_worker's progress report at one to the other's,",
         "  so its reporting counts; 'in report': the share of the window spent in "
-        "ray.train.report.",
+        "ray.train.report (waiting",
+        "  for the slowest worker and for Ray Train's controller to take the previous report).",
         "Peak RSS: ru_maxrss, max over processes (DeepSpeed: progress.json's peakRssMiB); "
         "'over imports'",
         "  subtracts rank 0's RSS once torch and transformers (and deepspeed) were imported.",
@@ -662,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
             "timed_steps": [bench.warmup_steps + 1, bench.steps],
             "timed_tokens": bench.timed_tokens,
             "parameters": parameters,
+            # Settings of the environment that change the figures.
+            "env": {name: os.environ.get(name) for name in ENV_SEEN},
         },
         "repeats": [asdict(m) for m in measurements],
         "medians": summary,

@@ -129,7 +129,12 @@ def train_worker(plan_fields: dict[str, Any]) -> None:
             continue
         step = int(engine.global_steps)
         if step % plan.progress_every == 0 or step == plan.total_steps:
-            ray.train.report(progress.flush(step=step, dist=dist))
+            report = progress.flush(step=step, dist=dist, device=engine.device)
+            # Ray Train 2.60 takes one report per worker per health check (2 s): reporting
+            # every interval stalls training, so progress goes to progress.json and Ray
+            # hears only the final numbers.
+            if step == plan.total_steps:
+                ray.train.report(report)
         if step % plan.checkpoint_every == 0 and step < plan.total_steps:
             _save_checkpoint(engine, plan, step=step, rank=rank, dist=dist)
     _save_student(engine, plan, init_dir=init_dir, rank=rank, dist=dist)
@@ -178,15 +183,16 @@ class _Progress:
         self.losses.append(loss)
         self.tokens += tokens
 
-    def flush(self, *, step: int, dist: Any) -> dict[str, float]:
+    def flush(self, *, step: int, dist: Any, device: Any) -> dict[str, float]:
         import torch
 
         # Sum over ranks: every rank reaches this at the same step.
         totals = torch.tensor(
-            [sum(self.losses), len(self.losses), self.tokens], dtype=torch.float64
+            [sum(self.losses), len(self.losses), self.tokens], dtype=torch.float64, device=device
         )
         dist.all_reduce(totals)
-        peak = torch.tensor([_peak_rss_mib()], dtype=torch.float64)
+        # On the engine's device: an NCCL group reduces only CUDA tensors.
+        peak = torch.tensor([_peak_rss_mib()], dtype=torch.float64, device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         seconds = max(time.perf_counter() - self.started, 1e-9)
         loss = float(totals[0] / max(totals[1], 1))
