@@ -16,6 +16,8 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULT_FILE = "result.json"
+# A running job may report progress beside its result: shown to people, never decided on.
+PROGRESS_FILE = "progress.json"
 # The operator resolves the teacher's Secret into this variable of a stage job's env;
 # the key is never in the spec, the input file or status.
 TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
@@ -86,3 +88,15 @@ def read_result(uri: str) -> StageResult | None:
         return None
     with fs.open(path, "r") as handle:
         return StageResult.model_validate_json(handle.read())
+
+
+def read_progress(uri: str) -> dict[str, Any] | None:
+    """A job's progress report, or None when there is none or it is unreadable: a
+    half-written file is simply skipped (progress is shown, never decided on)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        with fs.open(path, "r") as handle:
+            progress = json.load(handle)
+    except (OSError, ValueError):  # missing (FileNotFoundError), or not JSON
+        return None
+    return progress if isinstance(progress, dict) else None

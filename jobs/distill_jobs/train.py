@@ -31,7 +31,7 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
-from distill_jobs.contract import StageInput, StageResult
+from distill_jobs.contract import StageInput, StageResult, read_progress
 from distill_jobs.raycluster import connect
 from distill_jobs.runner import stage_main
 from distill_jobs.training import data
@@ -128,7 +128,7 @@ def train(stage_input: StageInput) -> StageResult:
     fit(plan, training=training, run_name=f"train-{stage_input.input_hash()}")
     train_seconds = time.perf_counter() - started
     measured = measure(spec, plan=plan, validation=validation, tokenizer=tokenizer)
-    progress = _read_json(plan.progress_uri)
+    progress = read_progress(plan.progress_uri) or {}
     metrics = {
         "parameters": student.parameters,
         **measured,
@@ -380,15 +380,6 @@ def _load_tokenizer(uri: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(local_copy(uri))
-
-
-def _read_json(uri: str) -> dict[str, Any]:
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return {}
-    with fs.open(path, "r") as handle:
-        loaded = json.load(handle)
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _result(

@@ -6,6 +6,7 @@ restarted operator finds the job it launched instead of starting a second one.
 
 from __future__ import annotations
 
+from distill_jobs.contract import PROGRESS_FILE
 from distill_operator.api import Stage
 
 MAX_JOB_ID = 40
@@ -35,4 +36,4 @@ def input_uri(stage_dir: str) -> str:
 
 def progress_uri(stage_dir: str) -> str:
     """Where a running job may report progress (a hint for people, never a decision)."""
-    return f"{stage_dir}/progress.json"
+    return f"{stage_dir}/{PROGRESS_FILE}"

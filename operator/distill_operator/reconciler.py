@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
-from distill_jobs.contract import StageResult, read_result
+from distill_jobs.contract import StageResult, read_progress, read_result
 from distill_operator import machine, naming
 from distill_operator.api import JobRunStatus, ProjectSpec, ProjectStatus, StageState
 from distill_operator.errors import PermanentError, TransientError
@@ -159,18 +158,6 @@ async def _observe_unit(
         return job, result, None
     stage_dir = unit.result_uri.rsplit("/", 1)[0]
     return job, None, await asyncio.to_thread(read_progress, naming.progress_uri(stage_dir))
-
-
-def read_progress(uri: str) -> dict[str, Any] | None:
-    """A running job's progress report, or None when there is none or it is unreadable:
-    progress is shown, never decided on, so a half-written file is simply skipped."""
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        with fs.open(path, "r") as handle:
-            progress = json.load(handle)
-    except (OSError, ValueError):  # missing (FileNotFoundError), or not JSON
-        return None
-    return progress if isinstance(progress, dict) else None
 
 
 async def _carry_out(

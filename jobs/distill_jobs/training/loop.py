@@ -23,10 +23,10 @@ from typing import Any
 
 import fsspec
 
+from distill_jobs.contract import PROGRESS_FILE, read_progress
 from distill_jobs.training.data import collate, read_examples
 from distill_jobs.training.storage import is_local, local_copy, upload_dir
 
-PROGRESS_FILE = "progress.json"
 LATEST = "latest"  # DeepSpeed's marker file naming the newest checkpoint tag
 KEEP_CHECKPOINTS = 2
 HISTORY_POINTS = 50  # loss points kept in progress.json
@@ -176,7 +176,9 @@ class _Progress:
         self.losses: list[float] = []
         self.tokens = 0
         self.started = time.perf_counter()
-        self.history: list[list[float]] = _read_history(plan.progress_uri) if rank == 0 else []
+        # Rank 0 carries on the loss history of earlier attempts of this run.
+        earlier = (read_progress(plan.progress_uri) or {}) if rank == 0 else {}
+        self.history: list[list[float]] = list(earlier.get("history", []))
         self.first_step = first_step
 
     def add(self, *, loss: float, tokens: int) -> None:
@@ -214,17 +216,6 @@ class _Progress:
 def _peak_rss_mib() -> float:
     """This process's peak resident memory (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _read_history(uri: str) -> list[list[float]]:
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return []
-    try:
-        with fs.open(path, "r") as handle:
-            return list(json.load(handle).get("history", []))
-    except (ValueError, AttributeError):
-        return []
 
 
 def _write_json(uri: str, document: dict[str, Any]) -> None:
