@@ -81,8 +81,26 @@ REFUSED = [
     BadManifest(
         "openai-without-endpoint",
         {"spec.teacher.backend": "openai",
-         "spec.teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"}},
+         "spec.teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"},
+         "spec.investigate.alternatives": [
+             {"name": "terse", "kind": "prompt_variant", "prompt": "Label only."}]},
         "spec.teacher.endpoint", "endpoint",
+    ),
+    BadManifest(
+        "quantized-api-teacher",
+        {"spec.teacher.backend": "anthropic", "spec.teacher.model": "claude",
+         "spec.teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"}},
+        "spec.investigate.alternatives", "local teacher",
+    ),
+    BadManifest(
+        "off-the-shelf-without-model",
+        {"spec.investigate.alternatives": [{"name": "small", "kind": "off_the_shelf"}]},
+        "spec.investigate.alternatives[0].model", "needs model",
+    ),
+    BadManifest(
+        "prompt-variant-without-prompt",
+        {"spec.investigate.alternatives": [{"name": "terse", "kind": "prompt_variant"}]},
+        "spec.investigate.alternatives[0].prompt", "needs prompt",
     ),
     BadManifest(
         "python-metric-without-function", {"spec.bar.metric": "python"},

@@ -56,6 +56,18 @@ class StageInput(BaseModel):
         return f"{self.stage_dir()}/{RESULT_FILE}"
 
 
+class Diagnosis(BaseModel):
+    """Which stage a weak or failing project points to (the DISTILL debugging map):
+    broad weakness → Source; specific slices → Teach (the teacher is wrong there) or
+    Look (the evaluation cannot tell); decay over time → Launch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(description="The stage at fault, e.g. Source.")
+    reason: str = Field(description="CamelCase, e.g. BroadWeakness.")
+    message: str = Field(description="The evidence, in words.")
+
+
 class StageResult(BaseModel):
     """What a stage attempt found: whether its exit condition holds, and why."""
 
@@ -72,6 +84,9 @@ class StageResult(BaseModel):
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    diagnosis: Diagnosis | None = Field(
+        default=None, description="The stage at fault when the result is weak or failing."
+    )
 
 
 def write_result(result: StageResult, uri: str) -> None:

@@ -1,16 +1,60 @@
-"""Investigate and Look workload (`python -m distill_jobs.evaluate --input URI`).
+"""Investigate and Look workload (``python -m distill_jobs.evaluate --input URI``).
 
-Not built yet: see issue #5.
+One workload for the two stages that judge models on Source's held-out set, chosen by
+``stage_input.stage``:
+
+- ``Investigate`` (one job per alternative): a cheaper alternative (an off-the-shelf
+  model, the quantized teacher, another prompt) answers the held-out prompts and is
+  judged by the bar: ``BarCleared`` or ``BarMissed`` and by how much
+  (:mod:`distill_jobs.evaluation.alternatives`).
+- ``Look``: Iterate's chosen student against the teacher, slice by slice:
+  ``SlicesPass`` or ``SlicesBelowBar``, with a diagnosis naming the stage at fault
+  (:mod:`distill_jobs.evaluation.look`).
+
+A user's mistake (a missing model, a quantization the workers cannot run, held-out
+prompts without references) is a failed result with a reason and a message naming the
+field, never a traceback.
 """
 
 from __future__ import annotations
 
-from distill_jobs.runner import not_built, stage_main
+import os
+from collections.abc import Callable
+from types import MappingProxyType
 
-work = not_built("distill_jobs.evaluate", 5)
+from distill_jobs.contract import StageInput, StageResult
+from distill_jobs.evaluation.alternatives import investigate
+from distill_jobs.evaluation.look import look
+from distill_jobs.evaluation.outcome import Outcome
+from distill_jobs.runner import stage_main
+from distill_jobs.upstream import StageFailure
+
+STAGES: MappingProxyType[str, Callable[[StageInput], Outcome]] = MappingProxyType(
+    {"Investigate": investigate, "Look": look}
+)
+
+
+def work(stage_input: StageInput) -> StageResult:
+    """Investigate (one alternative) or Look (the student against the teacher)."""
+    evaluate = STAGES.get(stage_input.stage)
+    if evaluate is None:
+        outcome = Outcome(
+            met=False,
+            reason="InvalidInput",
+            message=f"distill_jobs.evaluate runs {' and '.join(STAGES)}, not {stage_input.stage}",
+        )
+        return outcome.result(stage_input)
+    try:
+        outcome = evaluate(stage_input)
+    except StageFailure as failure:
+        outcome = Outcome(
+            met=False, reason=failure.reason, message=str(failure), metrics=failure.metrics
+        )
+    return outcome.result(stage_input)
 
 
 def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return stage_main(work)
 
 

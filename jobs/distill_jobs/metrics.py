@@ -10,7 +10,6 @@
 - ``json_validity``: 1 when the prediction parses as JSON; the reference is not used.
 - ``python``: the user's ``module:function`` called with ``(prediction, reference)``,
   its result clipped to [0, 1].
-- ``llm_judge``: not scored here (the teacher backends grade it).
 
 For token_f1 and rouge_l two empty texts agree (1) and one empty text scores 0.
 """
@@ -32,8 +31,10 @@ METRICS = (
     "rouge_l",
     "json_validity",
     "python",
-    "llm_judge",
 )
+# The metrics that compare an answer with a reference: json_validity needs none, and a
+# python metric gets whatever there is (None included) and decides itself.
+REFERENCE_METRICS = frozenset({"exact_match", "accuracy", "token_f1", "rouge_l"})
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 Scorer = Callable[[str, str | None], float]
@@ -56,7 +57,7 @@ def score_one(
 
     Raises:
         MetricError: unknown metric, a missing reference, a python function that cannot
-            be imported or fails, or ``llm_judge``.
+            be imported or fails.
     """
     return scorer(metric=metric, function=function)(prediction, reference)
 
@@ -90,11 +91,6 @@ def scorer(*, metric: str, function: str | None = None) -> Scorer:
     Raises:
         MetricError: as :func:`score_one` (a bad python function is found here).
     """
-    if metric == "llm_judge":
-        raise MetricError(
-            "llm_judge is evaluated through the teacher backends (the Investigate/Look "
-            "evaluator), not here"
-        )
     if metric == "python":
         return _python_scorer(function)
     if metric == "json_validity":

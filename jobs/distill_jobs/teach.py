@@ -31,13 +31,13 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from distill_jobs.collect import CollectionError, CollectionReport, collect
-from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult
+from distill_jobs.contract import StageInput, StageResult
 from distill_jobs.filters import (
     DropReason,
     FilterOutcome,
@@ -51,13 +51,13 @@ from distill_jobs.teachers import ModelNotAvailableError, TeacherConfigError, Te
 from distill_jobs.teaching.artifacts import Row, write_artifacts
 from distill_jobs.upstream import (
     StageFailure,
-    first_line,
     read_held_out,
+    read_jsonl,
     refuse_leaks,
+    teacher_api_key,
     upstream_artifacts,
 )
 
-KEYED_BACKENDS = frozenset({"openai", "anthropic"})
 SOURCE_STAGE = "Source"
 # Prompts that may stay unanswered (after the collector's own retries) before the stage
 # fails rather than train on a set missing a sizeable part of what Source chose.
@@ -76,8 +76,6 @@ ARTIFACT_FILES = MappingProxyType(
         "failures": "failures",
     }
 )
-
-Model = TypeVar("Model", bound=BaseModel)
 
 
 class TeachFailure(StageFailure):
@@ -157,45 +155,9 @@ def require_terms(teacher: Mapping[str, Any]) -> None:
         )
 
 
-def teacher_api_key(teacher: Mapping[str, Any], *, environ: Mapping[str, str]) -> str | None:
-    """The API key from the environment; an API teacher without one is a user error."""
-    key = environ.get(TEACHER_API_KEY_ENV) or None
-    if key is None and teacher.get("backend") in KEYED_BACKENDS:
-        raise TeachFailure(
-            "ApiKeyMissing",
-            f"spec.teacher.apiKeySecretRef: backend {teacher.get('backend')} needs an API "
-            f"key, and the job has none ({TEACHER_API_KEY_ENV} is not set); point "
-            "apiKeySecretRef at a Secret key that holds it",
-        )
-    return key
-
-
 def source_artifacts(stage_input: StageInput) -> Mapping[str, str]:
     """Source's artifact URIs, from its result (named in ``upstream.Source``)."""
     return upstream_artifacts(stage_input, stage=SOURCE_STAGE, names=("train", "held_out_hashes"))
-
-
-def read_jsonl(uri: str, *, model: type[Model], what: str) -> list[Model]:
-    """Every row of a JSONL file, validated; a bad row is a user error naming its line."""
-    rows: list[Model] = []
-    try:
-        with fsspec.open(uri, "r") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    rows.append(_parse_row(line, model=model, where=f"{what} {uri} line {number}"))
-    except FileNotFoundError:
-        raise TeachFailure("SourceArtifactMissing", f"{what} {uri} does not exist") from None
-    return rows
-
-
-def _parse_row(line: str, *, model: type[Model], where: str) -> Model:
-    try:
-        return model.model_validate_json(line)
-    except ValidationError as error:
-        raise TeachFailure(
-            "SourceArtifactUnreadable",
-            f"{where}: not a {model.__name__}: {first_line(error, skip=1)}",
-        ) from None
 
 
 def distinct_prompts(rows: Iterable[PromptRecord]) -> dict[str, PromptRecord]:

@@ -31,6 +31,7 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
+from distill_jobs.bar import verdict
 from distill_jobs.contract import StageInput, StageResult, read_progress
 from distill_jobs.raycluster import connect
 from distill_jobs.runner import stage_main
@@ -48,7 +49,6 @@ from distill_jobs.upstream import (
 )
 
 INIT_FILE = "distill_init.json"  # beside the initial student: what it is, once built
-MIN_LATENCY_REQUESTS = 32
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def train(stage_input: StageInput) -> StageResult:
         "validation_prompts": len(validation),
         **{f"rows_{outcome}": count for outcome, count in sorted(tokenized.counts.items())},
     }
-    met, message = verdict(spec, name=spec.candidate.name, metrics=metrics)
+    met, message = verdict(spec.bar, name=spec.candidate.name, metrics=metrics)
     return _result(
         stage_input,
         met=met,
@@ -310,70 +310,19 @@ def _measure_student(
     max_new_tokens: int,
     price: float,
 ) -> dict[str, float]:
-    from distill_jobs import metrics
     from distill_jobs.teachers.generation import LocalGenerator
-    from distill_jobs.training.measure import measure_serving, validation_answers
+    from distill_jobs.training.measure import measure_against_bar
 
     generator = LocalGenerator.load(model=local_copy(student_uri))
-    batch_size = int(bar.get("batch_size", 1))
-    answers = validation_answers(
+    measured = measure_against_bar(
         generator=generator,
+        bar=bar,
         conversations=conversations,
-        max_new_tokens=max_new_tokens,
-        batch_size=max(batch_size, 8),
-    )
-    score = metrics.score(
-        metric=bar["metric"],
-        predictions=answers,
         references=references,
-        function=bar.get("metric_function"),
-    )
-    requests = max(MIN_LATENCY_REQUESTS, 4 * batch_size)
-    cycled = [conversations[i % len(conversations)] for i in range(requests)]
-    serving = measure_serving(
-        generator=generator,
-        conversations=cycled,
-        batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         price_per_accelerator_hour=price,
     )
-    return {
-        "score": round(score, 6),
-        "latency_p50_ms": round(serving.latency_p50_ms, 3),
-        "latency_p95_ms": round(serving.latency_p95_ms, 3),
-        "requests_per_second": round(serving.requests_per_second, 3),
-        "cost_per_1k_requests": serving.cost_per_1k_requests,
-    }
-
-
-def verdict(spec: CandidateSpec, *, name: str, metrics: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the candidate clears each target, and by how much it misses the others."""
-    bar = spec.bar
-    checks = [
-        _check("score", metrics["score"], bar.threshold, higher_is_better=True, unit=""),
-        _check("p95", metrics["latency_p95_ms"], bar.latency_p95_ms, higher_is_better=False,
-               unit=" ms"),
-        _check("cost/1k", metrics["cost_per_1k_requests"], bar.cost_per_1k_requests,
-               higher_is_better=False, unit=""),
-    ]  # fmt: skip
-    met = all(ok for ok, _ in checks)
-    summary = "; ".join(text for _, text in checks)
-    size = f"{metrics['parameters']:,} parameters"
-    outcome = "clears the bar" if met else "misses the bar"
-    return met, f"{name} ({size}) {outcome}: {summary}"
-
-
-def _check(
-    label: str, value: float, target: float, *, higher_is_better: bool, unit: str
-) -> tuple[bool, str]:
-    ok = value >= target if higher_is_better else value <= target
-    if ok:
-        sign = "≥" if higher_is_better else "≤"
-        return True, f"{label} {value:.4g}{unit} {sign} {target:.4g}{unit}"
-    sign = "<" if higher_is_better else ">"
-    gap = abs(value - target)
-    how = "short by" if higher_is_better else "over by"
-    return False, f"{label} {value:.4g}{unit} {sign} {target:.4g}{unit} ({how} {gap:.4g}{unit})"
+    return measured.metrics()
 
 
 def _load_tokenizer(uri: str) -> Any:

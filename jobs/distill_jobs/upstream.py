@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
+from pydantic import BaseModel, ValidationError
 
-from distill_jobs.contract import StageInput, read_result
+from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult, read_result
 from distill_jobs.records import LeakError, assert_no_leak
+
+KEYED_BACKENDS = frozenset({"openai", "anthropic"})
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class StageFailure(Exception):
@@ -42,6 +46,11 @@ def upstream_artifacts(
     stage_input: StageInput, *, stage: str, names: Sequence[str]
 ) -> Mapping[str, str]:
     """The artifact URIs of an earlier stage's passed result, checked to list ``names``."""
+    return upstream_result(stage_input, stage=stage, names=names).artifacts
+
+
+def upstream_result(stage_input: StageInput, *, stage: str, names: Sequence[str]) -> StageResult:
+    """An earlier stage's passed result, checked to list the artifacts ``names``."""
     uri = stage_input.upstream.get(stage)
     if not uri:
         raise StageFailure(
@@ -64,7 +73,7 @@ def upstream_artifacts(
             raise StageFailure(
                 f"{stage}ArtifactMissing", f"{stage} result {uri} has no artifacts.{name}"
             )
-    return result.artifacts
+    return result
 
 
 def read_held_out(uri: str) -> set[str]:
@@ -94,3 +103,40 @@ def refuse_leaks(ids: Iterable[str], *, held_out: set[str], where: str) -> None:
         assert_no_leak(ids, held_out)
     except LeakError as error:
         raise StageFailure("HeldOutLeak", f"{where}: {error}") from None
+
+
+def read_jsonl(uri: str, *, model: type[Model], what: str) -> list[Model]:
+    """Every row of an upstream JSONL file, validated; a bad row is a user error naming
+    its line (``SourceArtifactMissing`` / ``SourceArtifactUnreadable``)."""
+    rows: list[Model] = []
+    try:
+        with fsspec.open(uri, "r") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    rows.append(_parse_row(line, model=model, where=f"{what} {uri} line {number}"))
+    except FileNotFoundError:
+        raise StageFailure("SourceArtifactMissing", f"{what} {uri} does not exist") from None
+    return rows
+
+
+def _parse_row(line: str, *, model: type[Model], where: str) -> Model:
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as error:
+        raise StageFailure(
+            "SourceArtifactUnreadable",
+            f"{where}: not a {model.__name__}: {first_line(error, skip=1)}",
+        ) from None
+
+
+def teacher_api_key(teacher: Mapping[str, Any], *, environ: Mapping[str, str]) -> str | None:
+    """The API key from the environment; an API teacher without one is a user error."""
+    key = environ.get(TEACHER_API_KEY_ENV) or None
+    if key is None and teacher.get("backend") in KEYED_BACKENDS:
+        raise StageFailure(
+            "ApiKeyMissing",
+            f"spec.teacher.apiKeySecretRef: backend {teacher.get('backend')} needs an API "
+            f"key, and the job has none ({TEACHER_API_KEY_ENV} is not set); point "
+            "apiKeySecretRef at a Secret key that holds it",
+        )
+    return key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,10 +48,12 @@ def _read_project(namespace: str, name: str) -> dict[str, Any]:
 
 
 def timeline_rows(project: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per stage (and per Iterate candidate): state, times, what the exit
-    condition says."""
+    """One row per stage (and per alternative or candidate), in the order they ran:
+    state, start, how long it took, what the exit condition says."""
+    stages = project.get("status", {}).get("stages", [])
+    ran = sorted(stages, key=lambda s: (not s.get("startedAt"), s.get("startedAt") or ""))
     rows = []
-    for entry in project.get("status", {}).get("stages", []):
+    for entry in ran:
         rows.append(_row(entry["name"], entry))
         rows += [_row(f"{entry['name']}/{c['name']}", c) for c in entry.get("candidates", [])]
     return rows
@@ -62,11 +65,18 @@ def _row(name: str, entry: dict[str, Any]) -> dict[str, str]:
         "stage": name,
         "state": entry.get("state", ""),
         "started": entry.get("startedAt", ""),
-        "finished": entry.get("finishedAt", ""),
+        "took": _took(entry.get("startedAt"), entry.get("finishedAt")),
         "reason": entry.get("reason", ""),
         "detail": entry.get("message") or entry.get("exitCondition", ""),
         "job": job.get("id", ""),
     }
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    if not started or not finished:
+        return ""
+    spent = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    return f"{spent.total_seconds():.0f}s"
 
 
 def print_timeline(project: dict[str, Any]) -> None:
@@ -80,19 +90,59 @@ def print_timeline(project: dict[str, Any]) -> None:
         f"phase {status.get('phase', 'Pending')}"
     )
     table = Table(title=title, show_lines=False)
-    for column in ("stage", "state", "started", "finished", "reason", "detail", "job"):
+    for column in ("stage", "state", "started", "took", "reason", "detail", "job"):
         table.add_column(column.capitalize(), overflow="fold")
     for row in timeline_rows(project):
         table.add_row(*row.values())
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    diagnosis = status.get("diagnosis")
+    if diagnosis:
+        stage, reason = diagnosis["stage"], diagnosis["reason"]
+        console.print(
+            f"Diagnosis: {stage} ({reason}): {diagnosis.get('message', '')}", markup=False
+        )
+
+
+def report_config_map(project: dict[str, Any]) -> str | None:
+    """The name of the project's Look report ConfigMap, once Look has published one."""
+    stages = project.get("status", {}).get("stages", [])
+    return next((s["reportConfigMap"] for s in stages if s.get("reportConfigMap")), None)
+
+
+def print_report(data: dict[str, str]) -> None:
+    """Look's report as kubectl shows it: the slice table and the disagreements."""
+    print(data.get("overall", ""))
+    print(data.get("slices.txt", ""))
+    disagreements = json.loads(data.get("disagreements.json") or "{}")
+    for name, found in disagreements.items():
+        count = found.get("count", 0) if isinstance(found, dict) else found
+        if not count:
+            continue
+        print(f"{name}: {count} disagreement(s) with the teacher, e.g.")
+        for example in (found.get("examples") or [])[:2] if isinstance(found, dict) else []:
+            print(f"  {json.dumps(example, ensure_ascii=False)}")
+
+
+def _read_config_map(namespace: str, name: str) -> dict[str, str]:
+    from kubernetes import client
+
+    from distill_operator.kube import load_api_client
+
+    found = client.CoreV1Api(load_api_client()).read_namespaced_config_map(name, namespace)
+    return dict(found.data or {})
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     project = _read_project(args.namespace, args.name)
     if args.output == "json":
         print(json.dumps(project.get("status", {}), indent=2))
-    else:
-        print_timeline(project)
+        return 0
+    print_timeline(project)
+    report = report_config_map(project)
+    if report:
+        print(f"Look's report (ConfigMap {args.namespace}/{report}):")
+        print_report(_read_config_map(args.namespace, report))
     return 0
 
 

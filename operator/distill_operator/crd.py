@@ -91,6 +91,8 @@ PRINTER_COLUMNS = [
     {"name": "Student", "type": "string", "jsonPath": ".status.student.name"},
     {"name": "Score", "type": "number", "jsonPath": ".status.student.score"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide: where the debugging map points when the project fails or is weak.
+    {"name": "Fault", "type": "string", "jsonPath": ".status.diagnosis.stage", "priority": 1},
 ]
 
 

@@ -1,14 +1,19 @@
-"""``distill demo``: the example project on the embedded default stack.
+"""``distill demo``: the example project, Define to Look, on the embedded default stack.
 
 Starts (or re-uses) the dev stack — local kube-apiserver + etcd, a local Ray head and the
-operator — writes the demo's inputs, applies ``examples/intent-classifier.yaml`` and
-prints the stage timeline as the operator moves the project.
+operator — builds the demo's inputs (a synthetic support-ticket task with a rare critical
+slice, a teacher trained on it in code, an off-the-shelf model for Investigate and the
+production traffic; see ``distill_jobs.synthetic``), applies
+``examples/intent-classifier.yaml`` and follows the operator through the stages. At the
+end it prints the stage timeline and Look's slice table from its ConfigMap.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,81 +24,83 @@ from distill_operator import api, cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "intent-classifier.yaml"
-DEMO_ROOT = Path("/tmp/distill-demo")
+DEMO_ROOT = Path("/tmp/distill-demo")  # where the example manifest points
+CACHE = Path.home() / ".cache" / "distill-operator" / "demo"  # the trained teacher, kept
 NAMESPACE = "distill-demo"
-WAIT_SECONDS = 300.0
+WAIT_SECONDS = 900.0
+LAST_STAGE = "Look"  # Launch is issue #6
 
 
-def write_demo_traffic(root: Path) -> Path:
-    """A small chat-JSONL traffic snapshot with a rare critical slice."""
-    traffic = root / "traffic"
-    traffic.mkdir(parents=True, exist_ok=True)
-    intents = ["billing", "shipping", "login", "refund-fraud"]
-    lines = []
-    for index in range(200):
-        intent = intents[index % 3] if index % 20 else "refund-fraud"
-        prompt = f"Ticket {index}: customer writes about {intent.replace('-', ' ')}."
-        record = {"messages": [{"role": "user", "content": prompt}], "slice": intent}
-        lines.append(json.dumps(record))
-    path = traffic / "snapshot-0.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def build_inputs(root: Path) -> None:
+    """The teacher, the off-the-shelf model and the traffic the example names."""
+    shutil.rmtree(root, ignore_errors=True)
+    command = [sys.executable, "-m", "distill_jobs.synthetic", "--out", str(root)]
+    subprocess.run([*command, "--cache", str(CACHE)], check=True)
 
 
-def _settled(project: dict[str, Any]) -> bool:
-    """Define passed and the next stage's job has finished (or the project ended)."""
+def _finished(project: dict[str, Any]) -> bool:
+    """The project ended, or its last demo stage concluded."""
     status = project.get("status", {})
     if api.Phase(status.get("phase", "Pending")).is_terminal():
         return True
-    stages = status.get("stages", [])
-    return len(stages) > 1 and stages[1].get("state") in ("Succeeded", "Failed")
+    stages = {s["name"]: s for s in status.get("stages", [])}
+    return stages.get(LAST_STAGE, {}).get("state") in ("Succeeded", "Failed")
 
 
 def run(*, state_dir: Path, keep: bool = True) -> int:
     from distill_operator import devstack
 
+    began = time.monotonic()
     info = devstack.up(state_dir, with_operator=True)
     kubeconfig = str(info.kubeconfig)
-    shutil.rmtree(DEMO_ROOT, ignore_errors=True)
-    write_demo_traffic(DEMO_ROOT)
+    print(f"[{time.monotonic() - began:5.0f}s] dev stack up; building the demo's inputs")
+    build_inputs(DEMO_ROOT)
     manifest = yaml.safe_load(EXAMPLE.read_text())
     manifest["metadata"]["namespace"] = NAMESPACE
     devstack.kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
     devstack.kubectl(kubeconfig, "delete", "dp", "--all", "-n", NAMESPACE, "--wait=true")
     devstack.kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     name = manifest["metadata"]["name"]
-    print(f"applied {NAMESPACE}/{name}; the operator takes it from here")
-    project = _wait(kubeconfig, name)
+    applied = time.monotonic()
+    print(f"[{applied - began:5.0f}s] applied {NAMESPACE}/{name}; the operator takes it from here")
+    project = _follow(kubeconfig, name, began=began)
+    print(
+        f"[{time.monotonic() - began:5.0f}s] done ({time.monotonic() - applied:.0f}s after apply)"
+    )
     cli.print_timeline(project)
-    print(devstack.kubectl(kubeconfig, "get", "dp", "-n", NAMESPACE).stdout)
+    report = cli.report_config_map(project)
+    if report:
+        print(f"\nLook's report: kubectl get configmap {report} -n {NAMESPACE} -o yaml")
+        found = devstack.kubectl(kubeconfig, "get", "configmap", report, "-n", NAMESPACE,
+                                 "-o", "json")  # fmt: skip
+        cli.print_report(json.loads(found.stdout).get("data", {}))
+    print(devstack.kubectl(kubeconfig, "get", "dp", "-o", "wide", "-n", NAMESPACE).stdout)
     if keep:
         print(
             f"The stack is still up: export KUBECONFIG={kubeconfig}; `distill dev down` stops it."
         )
     else:
         devstack.down(state_dir)
-    stages = project.get("status", {}).get("stages", [])
-    define_passed = bool(stages) and stages[0].get("state") == "Succeeded"
-    next_job_ran = len(stages) > 1 and bool(stages[1].get("job", {}).get("id"))
-    return 0 if define_passed and next_job_ran else 1
+    stages = {s["name"]: s for s in project.get("status", {}).get("stages", [])}
+    return 0 if stages.get(LAST_STAGE, {}).get("state") == "Succeeded" else 1
 
 
-def _wait(kubeconfig: str, name: str) -> dict[str, Any]:
+def _follow(kubeconfig: str, name: str, *, began: float) -> dict[str, Any]:
+    """Print each stage (and part) as it changes state, until the demo's last stage ends."""
     from distill_operator import devstack
 
     deadline = time.monotonic() + WAIT_SECONDS
-    shown = ""
+    seen: dict[str, str] = {}
     project: dict[str, Any] = {}
     while time.monotonic() < deadline:
         out = devstack.kubectl(kubeconfig, "get", "dp", name, "-n", NAMESPACE, "-o", "json")
         project = json.loads(out.stdout)
-        line = " | ".join(
-            f"{s['name']}:{s.get('state')}" for s in project.get("status", {}).get("stages", [])
-        )
-        if line != shown:
-            print(line)
-            shown = line
-        if _settled(project):
+        for row in cli.timeline_rows(project):
+            if row["state"] != seen.get(row["stage"]) and row["state"] != "Pending":
+                seen[row["stage"]] = row["state"]
+                reason = f" ({row['reason']})" if row["reason"] else ""
+                print(f"[{time.monotonic() - began:5.0f}s] {row['stage']}: {row['state']}{reason}")
+        if _finished(project):
             break
         time.sleep(1.0)
     return project

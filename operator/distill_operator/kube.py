@@ -1,5 +1,6 @@
 """The operator's thin Kubernetes adapter: read a project, patch its status, look up
-Secrets. Sync client calls, run in a thread so kopf's event loop never blocks."""
+Secrets, publish report ConfigMaps. Sync client calls, run in a thread so kopf's event
+loop never blocks."""
 
 from __future__ import annotations
 
@@ -100,3 +101,58 @@ class Kube:
         if encoded is None:
             raise PermanentError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(encoded).decode()
+
+    async def config_map_annotation(self, *, namespace: str, name: str, key: str) -> str | None:
+        """One annotation of a ConfigMap; None when the ConfigMap or the annotation is absent."""
+        try:
+            found = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise TransientError(f"reading ConfigMap {name}: {error.reason}") from error
+        annotations = (found.metadata.annotations if found.metadata else None) or {}
+        value = annotations.get(key)
+        return str(value) if value is not None else None
+
+    async def apply_config_map(
+        self, *, owner: dict[str, Any], name: str, data: dict[str, str], labels: dict[str, str],
+        annotations: dict[str, str],
+    ) -> None:  # fmt: skip
+        """Create or replace a ConfigMap owned by the project (garbage-collected with it
+        where a controller manager runs).
+
+        Raises:
+            PermanentError: the API server refused it as given (too large, forbidden).
+            TransientError: anything that may pass on a later try.
+        """
+        meta = owner["metadata"]
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=meta["namespace"],
+                labels=labels,
+                annotations=annotations,
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=owner["apiVersion"], kind=owner["kind"],
+                        name=meta["name"], uid=meta["uid"],
+                    )
+                ],
+            ),
+            data=data,
+        )  # fmt: skip
+        namespace = meta["namespace"]
+        try:
+            try:
+                await asyncio.to_thread(self._core.create_namespaced_config_map, namespace, body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                await asyncio.to_thread(
+                    self._core.replace_namespaced_config_map, name, namespace, body
+                )
+        except ApiException as error:
+            message = f"ConfigMap {namespace}/{name}: {error.status} {error.reason}"
+            if error.status in (400, 403, 413, 422):
+                raise PermanentError(message) from error
+            raise TransientError(message) from error

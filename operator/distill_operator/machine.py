@@ -36,8 +36,9 @@ from distill_operator.api import (
     Student,
 )
 from distill_operator.conditions import Problem, derive_conditions
+from distill_operator.diagnosis import diagnose
 from distill_operator.launch.base import JobObservation, JobSpec, JobState
-from distill_operator.stages import BY_STAGE, PIPELINE, Facts, StageDefinition, Verdict
+from distill_operator.stages import BY_STAGE, PIPELINE, RUN_ORDER, Facts, StageDefinition, Verdict
 from distill_operator.stages.iterate import PROGRESS_METRICS, SELECTION_METRICS
 
 # Numbers kept first when status has room for only some of a result's or progress report's.
@@ -71,6 +72,9 @@ class Observations:
         results: by result URI; a result not written yet is absent.
         progress: by result URI, what a running job reports beside its result.
         launch_errors: by job id, why the platform refused its submit in the last pass.
+        reports: by ConfigMap name, the input hash a published report was made from,
+            for the reports of running stages (:func:`wanted_reports`) that exist.
+        report_errors: by ConfigMap name, why publishing it was refused in the last pass.
     """
 
     now: datetime
@@ -83,6 +87,8 @@ class Observations:
     progress: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     spec_error: str | None = None
     launch_errors: Mapping[str, str] = field(default_factory=dict)
+    reports: Mapping[str, str] = field(default_factory=dict)
+    report_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,19 @@ class Emit:
     message: str
 
 
-Action = WriteInput | SubmitJob | StopJob | Emit
+@dataclass(frozen=True)
+class PublishReport:
+    """Create or update the ConfigMap ``name`` from a result's summary (a JSON object of
+    strings at ``summary_uri``), marked with the input hash it was made from."""
+
+    name: str
+    namespace: str
+    stage: Stage
+    summary_uri: str
+    input_hash: str
+
+
+Action = WriteInput | SubmitJob | StopJob | Emit | PublishReport
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,15 @@ def reconcile(
     run = _Pass(status.model_copy(deep=True), obs, settings)
     run.advance(spec)
     return run.decision()
+
+
+def wanted_reports(status: ProjectStatus, *, name: str) -> list[str]:
+    """The ConfigMaps whose presence a pass must observe: the reports of running stages."""
+    return [
+        naming.report_name(project=name, stage=entry.name)
+        for entry in status.stages
+        if entry.state == StageState.RUNNING and BY_STAGE[entry.name].report
+    ]
 
 
 def running_units(status: ProjectStatus) -> list[JobRunStatus]:
@@ -183,6 +210,7 @@ class _Pass:
     actions: list[Action] = field(default_factory=list)
     requeue_after: float | None = None
     problem: Problem | None = None
+    spec: ProjectSpec | None = None
 
     @property
     def namespace(self) -> str:
@@ -203,6 +231,7 @@ class _Pass:
             self.problem = Problem("InvalidSpec", message)
             self.status.observed_generation = self.obs.generation
             return
+        self.spec = spec
         if self.status.observed_generation != self.obs.generation:
             self._restart(spec)
         if spec.suspend:
@@ -212,10 +241,12 @@ class _Pass:
             self.status.phase = Phase.RUNNING
         # Stages the operator decides itself finish within the pass, so go on until a
         # stage waits on the outside world (a job, a result, a retry) or the project ends.
+        by_name = {entry.name: entry for entry in self.status.stages}
         for _ in PIPELINE:
             if self.status.phase.is_terminal():
                 return
-            current = next((s for s in self.status.stages if not s.state.is_terminal()), None)
+            waiting = (by_name[stage] for stage in RUN_ORDER)
+            current = next((s for s in waiting if not s.state.is_terminal()), None)
             if current is None:
                 self.status.phase = Phase.MONITORING
                 return
@@ -236,9 +267,11 @@ class _Pass:
             entry.attempt, entry.job, entry.next_attempt_at = 0, None, None
             entry.started_at = entry.finished_at = None
             entry.candidates = []
+            entry.report_config_map = None
         self.status.phase = Phase.RUNNING
         self.status.stage = Stage.DEFINE
         self.status.student = None
+        self.status.diagnosis = None
         self.status.observed_generation = self.obs.generation
         self.requeue_after = 0
 
@@ -359,7 +392,8 @@ class _Pass:
         assert entry.job is not None and entry.result_uri is not None
         result = self.obs.results.get(entry.result_uri)
         if result is not None and result.input_hash == entry.input_hash:
-            self._conclude(unit, _verdict_of(result), result)
+            if self._report_published(unit, result):
+                self._conclude(unit, _verdict_of(result), result)
             return
         job = self.obs.jobs.get(entry.job.id)
         refused = self.obs.launch_errors.get(entry.job.id)
@@ -383,6 +417,28 @@ class _Pass:
             self._stop(entry)
             why = job.message or "it wrote no result"
             self._attempt_failed(spec, unit, "JobFailed", f"job {job.job_id} {job.state}: {why}")
+
+    def _report_published(self, unit: _Unit, result: StageResult) -> bool:
+        """A stage with a report concludes only once its ConfigMap shows this result, so
+        a crash between the two never leaves a finished stage without its report."""
+        entry, summary = unit.entry, result.artifacts.get("summary")
+        if not unit.definition.report or summary is None or not isinstance(entry, StageStatus):
+            return True
+        name = naming.report_name(project=self.obs.project.split("/", 1)[1], stage=entry.name)
+        refused = self.obs.report_errors.get(name)
+        if refused is not None:
+            self.actions.append(Emit("Warning", "ReportRefused", f"ConfigMap {name}: {refused}"))
+            entry.report_config_map = None
+            return True
+        if self.obs.reports.get(name) == entry.input_hash:
+            entry.report_config_map = name
+            return True
+        assert entry.input_hash is not None
+        self.actions.append(
+            PublishReport(name, self.namespace, entry.name, summary, entry.input_hash)
+        )
+        self.requeue_after = 0
+        return False
 
     def _submit(self, spec: ProjectSpec, unit: _Unit) -> None:
         entry = unit.entry
@@ -457,12 +513,19 @@ class _Pass:
             return
         self._close(unit, verdict, result)
         if isinstance(unit.entry, CandidateStatus) and result is not None:
-            unit.entry.student_uri = result.artifacts.get("student")
+            # A trained student, or the model an alternative is.
+            unit.entry.student_uri = result.artifacts.get("student") or result.artifacts.get(
+                "model"
+            )
 
     def _finish(
         self, entry: StageStatus, verdict: Verdict, result: StageResult | None = None
     ) -> None:
         self._close(_unit(entry), verdict, result)
+        assert self.spec is not None
+        diagnosis = diagnose(self.spec, entry, verdict, result)
+        if diagnosis is not None:
+            self.status.diagnosis = diagnosis
         if not verdict.met:
             self.status.phase = Phase.FAILED
         elif verdict.outcome is not None:
@@ -476,8 +539,9 @@ class _Pass:
                         f"project ended {verdict.outcome}",
                     )
         if result is not None and "student" in result.artifacts:
+            known = self.status.student.name if self.status.student else "student"
             self.status.student = Student(
-                name=str(result.metrics.get("student", "student")),
+                name=str(result.metrics.get("student", known)),
                 uri=result.artifacts["student"],
                 score=result.metrics.get("score"),
             )

@@ -6,10 +6,13 @@ restarted operator finds the job it launched instead of starting a second one.
 
 from __future__ import annotations
 
+import hashlib
+
 from distill_jobs.contract import PROGRESS_FILE
 from distill_operator.api import Stage
 
 MAX_JOB_ID = 40
+MAX_OBJECT_NAME = 253  # a DNS-1123 subdomain: ConfigMap names
 
 
 def job_id(
@@ -37,3 +40,13 @@ def input_uri(stage_dir: str) -> str:
 def progress_uri(stage_dir: str) -> str:
     """Where a running job may report progress (a hint for people, never a decision)."""
     return f"{stage_dir}/{PROGRESS_FILE}"
+
+
+def report_name(*, project: str, stage: Stage) -> str:
+    """The ConfigMap of a stage's report: ``<project>-<stage>``, shortened with a hash
+    of the whole when a long project name would make it too long."""
+    name = f"{project}-{stage.value.lower()}"
+    if len(name) <= MAX_OBJECT_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_OBJECT_NAME - 9].rstrip('-.')}-{digest}"

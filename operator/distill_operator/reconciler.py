@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from distill_operator.stages import Facts
 
 EventPoster = Callable[[str, str, str], None]
 MAX_PASSES = 16  # passes in one go while each one asks for the next at once
+REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it shows
+MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,35 @@ class _Seen:
     jobs: dict[str, JobObservation] = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Refusals:
+    """What the platform refused in one pass's actions, for the next pass to record."""
+
+    jobs: dict[str, str] = field(default_factory=dict)  # by job id
+    reports: dict[str, str] = field(default_factory=dict)  # by ConfigMap name
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.reports)
 
 
 async def _observe(
-    runtime: Runtime, spec: ProjectSpec | None, namespace: str, status: ProjectStatus
+    runtime: Runtime, spec: ProjectSpec | None, project: tuple[str, str], status: ProjectStatus
 ) -> _Seen:
-    """Every running unit's job, result and progress, the units side by side."""
+    """Every running unit's job, result and progress, the units side by side, and the
+    report ConfigMaps of running stages."""
+    namespace, name = project
     units = machine.running_units(status)
     found = await asyncio.gather(*(_observe_unit(runtime, spec, namespace, u) for u in units))
     seen = _Seen()
+    for report in machine.wanted_reports(status, name=name):
+        made_from = await runtime.kube.config_map_annotation(
+            namespace=namespace, name=report, key=REPORT_HASH
+        )
+        if made_from is not None:
+            seen.reports[report] = made_from
     for unit, (job, result, progress) in zip(units, found, strict=True):
         assert unit.job is not None and unit.result_uri is not None
         if job is not None:
@@ -163,17 +186,19 @@ async def _observe_unit(
 async def _carry_out(
     runtime: Runtime,
     spec: ProjectSpec | None,
+    project: dict[str, Any],
     actions: tuple[machine.Action, ...],
     post_event: EventPoster,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> dict[str, str]:
+) -> _Refusals:
     """Carry out the actions in order.
 
     Returns:
-        Why the platform refused a submit, by job id: the next pass fails that attempt
-        (and only that one: the other candidates' submits still go out).
+        What the platform refused: a submit, by job id (the next pass fails that attempt,
+        and only that one: the other candidates' submits still go out), and a report,
+        by ConfigMap name (the next pass concludes its stage without it).
     """
-    refused: dict[str, str] = {}
+    refused = _Refusals()
     for action in actions:
         if isinstance(action, machine.Emit):
             post_event(action.type, action.reason, action.message)
@@ -183,7 +208,7 @@ async def _carry_out(
             try:
                 await _submit(runtime, spec, action)
             except PermanentError as error:
-                refused[action.job.job_id] = str(error)
+                refused.jobs[action.job.job_id] = str(error)
                 continue
             logger.info("submitted job %s (%s)", action.job.job_id, action.mode)
         elif isinstance(action, machine.StopJob):
@@ -194,7 +219,50 @@ async def _carry_out(
                 )
             except PermanentError as error:  # it may still run: someone has to know
                 post_event("Warning", "StopRefused", f"job {action.job_id}: {error}")
+        elif isinstance(action, machine.PublishReport):
+            try:
+                await _publish(runtime, project, action)
+            except PermanentError as error:
+                refused.reports[action.name] = str(error)
     return refused
+
+
+async def _publish(
+    runtime: Runtime, project: dict[str, Any], action: machine.PublishReport
+) -> None:
+    data = await asyncio.to_thread(_read_summary, action.summary_uri)
+    await runtime.kube.apply_config_map(
+        owner=project,
+        name=action.name,
+        data=data,
+        labels={
+            "distill.dev/project": project["metadata"]["name"],
+            "distill.dev/stage": action.stage.value,
+        },
+        annotations={REPORT_HASH: action.input_hash},
+    )
+
+
+def _read_summary(uri: str) -> dict[str, str]:
+    """A report's ConfigMap data: a JSON object of strings, small enough for a ConfigMap."""
+    try:
+        with fsspec.open(uri, "r") as handle:
+            text = handle.read()
+    except FileNotFoundError as error:
+        raise PermanentError(f"the report summary {uri} does not exist") from error
+    except OSError as error:
+        raise TransientError(f"reading {uri}: {error}") from error
+    if len(text.encode()) > MAX_REPORT_BYTES:
+        raise PermanentError(f"the report summary {uri} is over {MAX_REPORT_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise PermanentError(f"the report summary {uri} is not JSON: {error}") from error
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+    ):
+        raise PermanentError(f"the report summary {uri} is not a JSON object of strings")
+    return data
 
 
 async def _submit(runtime: Runtime, spec: ProjectSpec | None, action: machine.SubmitJob) -> None:
@@ -231,7 +299,7 @@ async def reconcile_project(
     Returns:
         Seconds until the next pass is due, or None when the project is gone.
     """
-    refused: dict[str, str] = {}
+    refused = _Refusals()
     for _ in range(MAX_PASSES):
         body = await runtime.kube.get_project(namespace=namespace, name=name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -239,7 +307,7 @@ async def reconcile_project(
         spec, spec_error = parse_spec(body.get("spec") or {})
         status = parse_status(body.get("status"))
         facts = await _facts(runtime, namespace, spec, status)
-        seen = await _observe(runtime, spec, namespace, status)
+        seen = await _observe(runtime, spec, (namespace, name), status)
         obs = machine.Observations(
             now=now(),
             generation=body["metadata"].get("generation", 1),
@@ -250,15 +318,17 @@ async def reconcile_project(
             results=seen.results,
             progress=seen.progress,
             spec_error=spec_error,
-            launch_errors=refused,
+            launch_errors=refused.jobs,
+            reports=seen.reports,
+            report_errors=refused.reports,
         )
         decision = machine.reconcile(spec, status, obs, runtime.settings.machine)
         new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         if new_status != body.get("status"):
             await runtime.kube.replace_status(project=body, status=new_status)
-        refused = await _carry_out(runtime, spec, decision.actions, post_event, logger)
+        refused = await _carry_out(runtime, spec, body, decision.actions, post_event, logger)
         if refused:
-            continue  # the next pass records each refusal against its attempt
+            continue  # the next pass records each refusal against what was refused
         if decision.requeue_after is None:
             return runtime.settings.idle_seconds  # nothing due: a spec change wakes us
         if decision.requeue_after != 0:

@@ -34,24 +34,36 @@ def write_traffic(directory: Path, *, seed: int = 7) -> int:
 
 
 def seed_investigate_result(manifest: dict[str, Any], namespace: str) -> None:
-    """Investigate's workload is issue #5's; write its result where a run would have.
+    """Write a missed-the-bar result for each of Investigate's alternatives, where their
+    jobs would have written them, for tests about the stages after Investigate.
 
-    Results are content-addressed by stage input, so the operator re-uses this one
-    exactly as it re-uses any earlier run's.
+    Results are content-addressed by stage input (spec excerpt and upstream results, not
+    the project's uid), so the operator re-uses these exactly as it re-uses any earlier
+    run's. Investigate itself is tested for real in test_evaluate_pipeline.py.
     """
     spec = ProjectSpec.model_validate(manifest["spec"])
-    stage_input = StageInput(
-        project=f"{namespace}/{manifest['metadata']['name']}",
-        project_uid="seeded-by-test",
-        stage=Stage.INVESTIGATE.value,
-        spec=BY_STAGE[Stage.INVESTIGATE].spec_excerpt(spec),
-        artifacts_uri=spec.artifacts.uri,
-    )
-    result = StageResult(
-        stage=Stage.INVESTIGATE.value,
-        input_hash=stage_input.input_hash(),
-        exitConditionMet=True,
-        reason="AlternativesRuledOut",
-        message="seeded by the test: every alternative misses the bar",
-    )
-    write_result(result, stage_input.result_uri())
+    project = f"{namespace}/{manifest['metadata']['name']}"
+
+    def stage_input(stage: Stage, excerpt: dict[str, Any], upstream: dict[str, str]) -> StageInput:
+        return StageInput(
+            project=project,
+            project_uid="seeded-by-test",
+            stage=stage.value,
+            spec=excerpt,
+            upstream=upstream,
+            artifacts_uri=spec.artifacts.uri,
+        )
+
+    source = stage_input(Stage.SOURCE, BY_STAGE[Stage.SOURCE].spec_excerpt(spec), {})
+    investigate = BY_STAGE[Stage.INVESTIGATE]
+    assert investigate.parts is not None
+    for name, excerpt in investigate.parts(spec):
+        part = stage_input(Stage.INVESTIGATE, excerpt, {"Source": source.result_uri()})
+        result = StageResult(
+            stage=Stage.INVESTIGATE.value,
+            input_hash=part.input_hash(),
+            exitConditionMet=False,
+            reason="BarMissed",
+            message=f"{name} misses the bar (seeded by the test)",
+        )
+        write_result(result, part.result_uri())

@@ -33,7 +33,13 @@ class Projects:
         self.custom, self.namespace, self.artifacts = custom, namespace, artifacts
 
     def create(self, name: str, **overrides: Any) -> dict[str, Any]:
-        manifest = example_manifest(name, **{"spec.artifacts.uri": self.artifacts, **overrides})
+        """The example project, with this test's artifact store and (unless overridden)
+        traffic that does not exist, so its first job, Source's, fails fast: NoTraffic."""
+        defaults = {
+            "spec.artifacts.uri": self.artifacts,
+            "spec.source.traffic": [f"{self.artifacts}/no-traffic/*.jsonl"],
+        }
+        manifest = example_manifest(name, **{**defaults, **overrides})
         return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
             api.GROUP, api.VERSION, self.namespace, api.PLURAL, manifest
         )

@@ -56,7 +56,9 @@ OPERATOR_SIDE = [
     ),
     pytest.param(
         {"spec.teacher.backend": "anthropic", "spec.teacher.model": "claude",
-         "spec.teacher.apiKeySecretRef": {"name": "no-such-secret", "key": "api-key"}},
+         "spec.teacher.apiKeySecretRef": {"name": "no-such-secret", "key": "api-key"},
+         "spec.investigate.alternatives": [
+             {"name": "terse", "kind": "prompt_variant", "prompt": "Label only."}]},
         "SecretNotFound", "no-such-secret/api-key", id="secret-that-does-not-exist",
     ),
     pytest.param(
@@ -82,7 +84,7 @@ def test_mistakes_only_the_operator_can_see_land_as_stalled_with_reason_and_mess
     )
     assert stalled["status"] == "True" and words in stalled["message"]
     assert projects.condition("stalls", "Ready")["status"] == "False"
-    assert not projects.stage("stalls", "Investigate").get("job"), "nothing was launched"
+    assert not projects.stage("stalls", "Source").get("job"), "nothing was launched"
     assert operator.is_running(), "the operator never crashes on bad input"
 
 
@@ -90,9 +92,9 @@ def test_the_example_passes_define_and_runs_the_next_stage_as_a_real_ray_job(
     projects: Projects, ray_jobs: JobSubmissionClient
 ) -> None:
     created = projects.create("example")
-    investigate = wait_for(
-        "Investigate to finish",
-        lambda: (s := projects.stage("example", "Investigate")).get("finishedAt") and s,
+    source = wait_for(
+        "Source to finish",
+        lambda: (s := projects.stage("example", "Source")).get("finishedAt") and s,
     )
     status = projects.status("example")
     assert status["observedGeneration"] == created["metadata"]["generation"]
@@ -101,37 +103,35 @@ def test_the_example_passes_define_and_runs_the_next_stage_as_a_real_ray_job(
     task_defined = projects.condition("example", "TaskDefined")
     assert task_defined["status"] == "True"
     assert "exact_match >= 0.9, p95 <= 300 ms" in task_defined["message"]
-    # The next stage ran as a real Ray job under the id saved in status, and said honestly
-    # that its workload does not exist yet instead of pretending to succeed.
-    job_id = investigate["job"]["id"]
+    # The next stage ran as a real Ray job under the id saved in status, and its workload
+    # said why it cannot pass (the traffic it was pointed at does not exist).
+    job_id = source["job"]["id"]
     assert ray_jobs.get_job_status(job_id) == JobStatus.SUCCEEDED
-    assert "distill_jobs.evaluate" in ray_jobs.get_job_info(job_id).entrypoint
-    assert investigate["state"] == "Failed" and investigate["reason"] == "WorkloadNotBuilt"
-    with fsspec.open(investigate["resultUri"]) as handle:
+    assert "distill_jobs.source" in ray_jobs.get_job_info(job_id).entrypoint
+    assert source["state"] == "Failed" and source["reason"] == "NoTraffic"
+    with fsspec.open(source["resultUri"]) as handle:
         assert json.load(handle)["exitConditionMet"] is False
     assert status["phase"] == "Failed"
-    assert projects.condition("example", "Stalled")["message"].startswith("Investigate failed")
+    assert projects.condition("example", "Stalled")["message"].startswith("Source failed")
 
 
 def test_kubectl_get_shows_the_columns_and_describe_shows_the_events(
     projects: Projects, kubeconfig: str, namespace: str
 ) -> None:
     projects.create("columns")
-    wait_for(
-        "a finished Investigate", lambda: projects.stage("columns", "Investigate").get("finishedAt")
-    )
+    wait_for("a finished Source", lambda: projects.stage("columns", "Source").get("finishedAt"))
     table = kubectl(kubeconfig, "get", "dp", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "STAGE", "PHASE", "STUDENT", "SCORE", "AGE"]
-    assert table[1].split()[:3] == ["columns", "Investigate", "Failed"]
+    assert table[1].split()[:3] == ["columns", "Source", "Failed"]
     described = wait_for(
         "events in describe",
         lambda: (
             (out := kubectl(kubeconfig, "describe", "distill", "columns", "-n", namespace).stdout)
-            and "WorkloadNotBuilt" in out
+            and "NoTraffic" in out
             and out
         ),
     )
-    for reason in ("TaskDefined", "JobSubmitted", "WorkloadNotBuilt"):
+    for reason in ("TaskDefined", "JobSubmitted", "NoTraffic"):
         assert reason in described.split("Events:")[1]
 
 
@@ -168,11 +168,11 @@ def test_restarting_the_operator_while_a_stage_job_waits_submits_no_second_job(
     ray_busy: Callable[[], None],
 ) -> None:
     created = projects.create("restart")
-    prefix = f"dp-{created['metadata']['uid'].replace('-', '')[:8]}-investigate-"
+    prefix = f"dp-{created['metadata']['uid'].replace('-', '')[:8]}-source-"
     job = wait_for(
-        "the Investigate job to be submitted and waiting",
+        "the Source job to be submitted and waiting",
         lambda: (
-            (j := projects.stage("restart", "Investigate").get("job", {})).get("state") == "Pending"
+            (j := projects.stage("restart", "Source").get("job", {})).get("state") == "Pending"
             and j
         ),
     )
@@ -182,11 +182,9 @@ def test_restarting_the_operator_while_a_stage_job_waits_submits_no_second_job(
     time.sleep(5)  # several passes of the restarted operator while the job still waits
     assert _jobs_named_like(ray_jobs, prefix) == [job["id"]]
     ray_busy()
-    wait_for(
-        "Investigate to finish", lambda: projects.stage("restart", "Investigate").get("finishedAt")
-    )
+    wait_for("Source to finish", lambda: projects.stage("restart", "Source").get("finishedAt"))
     assert _jobs_named_like(ray_jobs, prefix) == [job["id"]], "exactly one job for the stage"
-    assert projects.stage("restart", "Investigate")["job"]["id"] == job["id"]
+    assert projects.stage("restart", "Source")["job"]["id"] == job["id"]
 
 
 def test_deleting_a_project_stops_its_running_job(
@@ -194,9 +192,9 @@ def test_deleting_a_project_stops_its_running_job(
 ) -> None:
     projects.create("deleted")
     stage = wait_for(
-        "a waiting Investigate job",
+        "a waiting Source job",
         lambda: (
-            (s := projects.stage("deleted", "Investigate")).get("job", {}).get("state") == "Pending"
+            (s := projects.stage("deleted", "Source")).get("job", {}).get("state") == "Pending"
             and s
         ),
     )
@@ -222,11 +220,9 @@ def test_a_spec_edit_is_observed_and_reruns_from_define(
     projects: Projects, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     projects.create("edited")
-    wait_for(
-        "Investigate to finish", lambda: projects.stage("edited", "Investigate").get("finishedAt")
-    )
-    first = projects.stage("edited", "Investigate")
-    patch = {"spec": {"task": "Classify each support ticket into one of eleven intents."}}
+    wait_for("Source to finish", lambda: projects.stage("edited", "Source").get("finishedAt"))
+    first = projects.stage("edited", "Source")
+    patch = {"spec": {"source": {"heldOutFraction": 0.2}}}  # an edit Source reads
     edited = custom.patch_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, api.PLURAL, "edited", patch
     )
@@ -236,9 +232,9 @@ def test_a_spec_edit_is_observed_and_reruns_from_define(
         lambda: projects.status("edited").get("observedGeneration") == generation,
     )
     wait_for(
-        "Investigate to finish again",
+        "Source to finish again",
         lambda: (
-            (s := projects.stage("edited", "Investigate")).get("finishedAt")
+            (s := projects.stage("edited", "Source")).get("finishedAt")
             and s.get("inputHash") != first["inputHash"]
         ),
     )
@@ -251,17 +247,25 @@ def test_a_project_in_rayjob_mode_runs_its_stage_as_a_kuberay_rayjob(
 ) -> None:
     projects.create("kuberay", **{"spec.ray.mode": "rayjob", "spec.ray.image": RAY_IMAGE})
     stage = wait_for(
-        "Investigate to finish",
-        lambda: (s := projects.stage("kuberay", "Investigate")).get("finishedAt") and s,
+        "Source to finish",
+        lambda: (s := projects.stage("kuberay", "Source")).get("finishedAt") and s,
     )
     assert stage["job"]["mode"] == "rayjob"
-    rayjob = custom.get_namespaced_custom_object(
-        "ray.io", "v1", namespace, "rayjobs", stage["job"]["id"]
+
+    def rayjob() -> dict[str, Any]:
+        return custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "ray.io", "v1", namespace, "rayjobs", stage["job"]["id"]
+        )
+
+    # The result can be read before KubeRay marks the RayJob Complete: its job writes the
+    # result as its last step, then exits.
+    done = wait_for(
+        "the RayJob to complete",
+        lambda: (r := rayjob())["status"].get("jobDeploymentStatus") == "Complete" and r,
     )
-    assert rayjob["spec"]["entrypoint"].startswith("python -m distill_jobs.evaluate --input ")
-    assert rayjob["status"]["jobDeploymentStatus"] == "Complete"
-    assert rayjob["status"]["jobStatus"] == "SUCCEEDED"
-    assert stage["reason"] == "WorkloadNotBuilt", "the workload's own verdict decides"
+    assert done["spec"]["entrypoint"].startswith("python -m distill_jobs.source --input ")
+    assert done["status"]["jobStatus"] == "SUCCEEDED"
+    assert stage["reason"] == "NoTraffic", "the workload's own verdict decides"
 
 
 def test_a_rayjob_whose_deployment_failed_while_ray_still_waits_fails_and_is_stopped(
@@ -277,8 +281,8 @@ def test_a_rayjob_whose_deployment_failed_while_ray_still_waits_fails_and_is_sto
         **{"spec.ray.mode": "rayjob", "spec.ray.image": RAY_IMAGE, "spec.policy.maxRetries": 0},
     )
     stage = wait_for(
-        "Investigate to fail",
-        lambda: (s := projects.stage("kuberay-fails", "Investigate")).get("finishedAt") and s,
+        "Source to fail",
+        lambda: (s := projects.stage("kuberay-fails", "Source")).get("finishedAt") and s,
     )
     assert stage["state"] == "Failed" and stage["reason"] == "JobFailed"
     stalled = projects.condition("kuberay-fails", "Stalled")

@@ -90,6 +90,9 @@ def test_the_crd_schema_is_structural() -> None:
     walk(schema)
 
 
-def test_printer_columns_show_stage_phase_student_score_age() -> None:
+def test_printer_columns_show_stage_phase_student_score_age_and_wide_the_fault() -> None:
     columns = crd.crd()["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Stage", "Phase", "Student", "Score", "Age"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert default == ["Stage", "Phase", "Student", "Score", "Age"]
+    wide = [c for c in columns if c.get("priority")]
+    assert [(c["name"], c["jsonPath"]) for c in wide] == [("Fault", ".status.diagnosis.stage")]

@@ -20,6 +20,7 @@ from distill_operator.machine import (
     Decision,
     Emit,
     Observations,
+    PublishReport,
     Settings,
     StopJob,
     SubmitJob,
@@ -27,10 +28,11 @@ from distill_operator.machine import (
     reconcile,
 )
 from distill_operator.reconciler import OperatorSettings, Runtime, read_progress, stop_project_jobs
-from distill_operator.stages import Facts
+from distill_operator.stages import BY_STAGE, PIPELINE, RUN_ORDER, Facts
 from manifests import example_manifest
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+API_PROMPT_VARIANT = {"name": "terse", "kind": "prompt_variant", "prompt": "Label only."}
 SETTINGS = Settings(poll_seconds=5.0)
 
 
@@ -87,7 +89,7 @@ def result_for(status: ProjectStatus, stage: Stage, **fields: Any) -> StageResul
     return StageResult(stage=stage.value, input_hash=entry(status, stage).input_hash, **values)
 
 
-def started_investigate() -> ProjectStatus:
+def started_source() -> ProjectStatus:
     return step(example_spec(), ProjectStatus()).status
 
 
@@ -99,24 +101,24 @@ def test_first_pass_defines_the_task_and_records_the_next_job_before_submitting_
     assert define.started_at == define.finished_at == "2026-11-23T12:00:00Z"
     assert "exact_match >= 0.9, p95 <= 300 ms, <= 0.05/1k" in define.exit_condition
     assert condition(status, "TaskDefined").status == "True"
-    investigate = entry(status, Stage.INVESTIGATE)
-    assert investigate.state == StageState.RUNNING
-    assert investigate.job.id.startswith("dp-0a1b2c3d-investigate-a0-")
-    assert investigate.result_uri.startswith("file:///tmp/distill-demo/artifacts/ns/demo/")
-    assert status.stage == Stage.INVESTIGATE and status.phase == Phase.RUNNING
+    source = entry(status, Stage.SOURCE)
+    assert source.state == StageState.RUNNING
+    assert source.job.id.startswith("dp-0a1b2c3d-source-a0-")
+    assert source.result_uri.startswith("file:///tmp/distill-demo/artifacts/ns/demo/")
+    assert status.stage == Stage.SOURCE and status.phase == Phase.RUNNING
     assert not of_type(decision, SubmitJob), "the id is saved in status before any submit"
     [write] = of_type(decision, WriteInput)
-    assert write.stage_input.stage == "Investigate"
+    assert write.stage_input.stage == "Source"
     assert decision.requeue_after == 0
 
 
 def test_a_recorded_job_that_does_not_exist_yet_is_submitted_once_with_that_id() -> None:
-    status = started_investigate()
+    status = started_source()
     decision = step(example_spec(), status)
     [submit] = of_type(decision, SubmitJob)
-    job_id = entry(status, Stage.INVESTIGATE).job.id
+    job_id = entry(status, Stage.SOURCE).job.id
     assert submit.job.job_id == job_id
-    assert submit.job.entrypoint.startswith("python -m distill_jobs.evaluate --input file://")
+    assert submit.job.entrypoint.startswith("python -m distill_jobs.source --input file://")
     assert submit.mode == "submit"
 
 
@@ -126,66 +128,58 @@ def test_an_api_teachers_key_goes_to_its_jobs_by_reference_only() -> None:
             "teacher.backend": "anthropic",
             "teacher.model": "claude",
             "teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"},
+            "investigate.alternatives": [API_PROMPT_VARIANT],
         }
     )
     status = step(spec, ProjectStatus()).status
+    [source] = of_type(step(spec, status), SubmitJob)
+    assert source.secret_env == (), "Source never talks to the teacher"
+    status = _through(spec, [Stage.SOURCE])
     [submit] = of_type(step(spec, status), SubmitJob)
     assert submit.secret_env == (("DISTILL_TEACHER_API_KEY", "teacher-key", "api-key"),)
     assert "teacher-key" not in status.model_dump_json()
 
 
 def test_a_running_job_found_after_a_restart_is_watched_not_submitted_again() -> None:
-    status = step(example_spec(), started_investigate()).status
-    job_id = entry(status, Stage.INVESTIGATE).job.id
+    status = step(example_spec(), started_source()).status
+    job_id = entry(status, Stage.SOURCE).job.id
     running = JobObservation(job_id=job_id, state=JobState.RUNNING)
     decision = step(example_spec(), status, now=T0 + timedelta(seconds=30), job=running)
     assert not of_type(decision, SubmitJob)
-    assert entry(decision.status, Stage.INVESTIGATE).job.state == "Running"
+    assert entry(decision.status, Stage.SOURCE).job.state == "Running"
     assert decision.requeue_after == SETTINGS.poll_seconds
 
 
 def test_a_workload_that_is_not_built_fails_its_stage_and_says_so() -> None:
-    status = step(example_spec(), started_investigate()).status
+    status = step(example_spec(), started_source()).status
     result = result_for(
         status,
-        Stage.INVESTIGATE,
+        Stage.SOURCE,
         exitConditionMet=False,
         reason="WorkloadNotBuilt",
-        message="the Investigate workload is not built yet",
+        message="the Source workload is not built yet",
     )
     decision = step(example_spec(), status, result=result)
     status = decision.status
-    assert entry(status, Stage.INVESTIGATE).state == StageState.FAILED
+    assert entry(status, Stage.SOURCE).state == StageState.FAILED
     assert status.phase == Phase.FAILED
     stalled = condition(status, "Stalled")
     assert stalled.status == "True" and stalled.reason == "WorkloadNotBuilt"
-    assert stalled.message.startswith("Investigate failed: the Investigate workload is not built")
-    assert condition(status, "AlternativesRuledOut").status == "False"
+    assert stalled.message.startswith("Source failed: the Source workload is not built")
+    assert condition(status, "DataSourced").status == "False"
     assert condition(status, "Ready").status == "False"
     assert any(isinstance(a, Emit) and a.type == "Warning" for a in decision.actions)
 
 
-def test_a_baseline_that_clears_the_bar_ends_the_project_and_skips_the_rest() -> None:
-    status = step(example_spec(), started_investigate()).status
-    result = result_for(status, Stage.INVESTIGATE, outcome="BaselineSufficient")
-    status = step(example_spec(), status, result=result).status
-    assert status.phase == Phase.BASELINE_SUFFICIENT
-    assert [s.state for s in status.stages[2:]] == [StageState.SKIPPED] * 5
-    assert condition(status, "Ready").status == "True"
-    assert condition(status, "Reconciling").status == "False"
-    later = step(example_spec(), status)
-    assert not later.actions, "a finished project launches nothing more"
-
-
 def test_a_failed_job_is_retried_after_backoff_with_a_new_attempt_id_then_gives_up() -> None:
     spec = example_spec(**{"policy.maxRetries": 1, "policy.backoffSeconds": 10})
-    status = step(spec, started_investigate()).status
-    first_id = entry(status, Stage.INVESTIGATE).job.id
+    status = step(spec, started_source()).status
+    first_id = entry(status, Stage.SOURCE).job.id
     failed = JobObservation(job_id=first_id, state=JobState.FAILED, message="worker died")
     decision = step(spec, status, job=failed)
     [stop] = of_type(decision, StopJob)
     assert stop.job_id == first_id, "a failed attempt leaves nothing running"
-    retry = entry(decision.status, Stage.INVESTIGATE)
+    retry = entry(decision.status, Stage.SOURCE)
     assert retry.attempt == 1 and retry.job.id != first_id and "-a1-" in retry.job.id
     assert retry.reason == "JobFailed" and "worker died" in retry.message
     assert decision.requeue_after == 10
@@ -196,32 +190,32 @@ def test_a_failed_job_is_retried_after_backoff_with_a_new_attempt_id_then_gives_
     assert submit.job.job_id == retry.job.id
     again = JobObservation(job_id=retry.job.id, state=JobState.FAILED, message="died again")
     final = step(spec, due.status, now=T0 + timedelta(seconds=20), job=again).status
-    investigate = entry(final, Stage.INVESTIGATE)
-    assert investigate.state == StageState.FAILED and final.phase == Phase.FAILED
-    assert "gave up after 2 attempts" in investigate.message
+    source = entry(final, Stage.SOURCE)
+    assert source.state == StageState.FAILED and final.phase == Phase.FAILED
+    assert "gave up after 2 attempts" in source.message
 
 
 def test_a_job_the_platform_refuses_is_retried_then_fails_naming_the_stage() -> None:
     spec = example_spec(**{"policy.maxRetries": 0})
-    status = step(spec, started_investigate()).status
+    status = step(spec, started_source()).status
     refused = "RayJob CRD ray.io/v1 is not installed in the cluster"
-    job_id = entry(status, Stage.INVESTIGATE).job.id
+    job_id = entry(status, Stage.SOURCE).job.id
     decision = step(spec, status, launch_errors={job_id: refused})
-    investigate = entry(decision.status, Stage.INVESTIGATE)
-    assert investigate.state == StageState.FAILED and investigate.reason == "LaunchRefused"
+    source = entry(decision.status, Stage.SOURCE)
+    assert source.state == StageState.FAILED and source.reason == "LaunchRefused"
     assert refused in condition(decision.status, "Stalled").message
-    assert condition(decision.status, "Stalled").message.startswith("Investigate failed")
+    assert condition(decision.status, "Stalled").message.startswith("Source failed")
 
 
 def test_a_job_past_its_deadline_is_stopped_and_retried() -> None:
     spec = example_spec(**{"policy.deadlineSeconds": 60})
-    status = step(spec, started_investigate()).status
-    job_id = entry(status, Stage.INVESTIGATE).job.id
+    status = step(spec, started_source()).status
+    job_id = entry(status, Stage.SOURCE).job.id
     running = JobObservation(job_id=job_id, state=JobState.RUNNING)
     decision = step(spec, status, now=T0 + timedelta(seconds=61), job=running)
     [stop] = of_type(decision, StopJob)
     assert stop.job_id == job_id
-    assert entry(decision.status, Stage.INVESTIGATE).reason == "DeadlineExceeded"
+    assert entry(decision.status, Stage.SOURCE).reason == "DeadlineExceeded"
 
 
 def test_a_task_of_two_sentences_fails_define_and_launches_nothing() -> None:
@@ -255,18 +249,18 @@ def test_an_invalid_spec_stalls_with_its_message_and_does_nothing() -> None:
 
 
 def test_a_new_generation_stops_the_running_job_and_unchanged_inputs_keep_their_hash() -> None:
-    status = step(example_spec(), started_investigate()).status
-    before = entry(status, Stage.INVESTIGATE)
-    # A change Investigate does not read (a rollout step) keeps its input hash.
+    status = step(example_spec(), started_source()).status
+    before = entry(status, Stage.SOURCE)
+    # A change Source does not read (a rollout step) keeps its input hash.
     spec = example_spec(**{"launch.steps": [{"mode": "full"}]})
     decision = step(spec, status, generation=2)
     [stop] = of_type(decision, StopJob)
     assert stop.job_id == before.job.id
-    after = entry(decision.status, Stage.INVESTIGATE)
+    after = entry(decision.status, Stage.SOURCE)
     assert after.input_hash == before.input_hash and after.result_uri == before.result_uri
     assert decision.status.observed_generation == 2
-    changed = step(example_spec(**{"bar.threshold": 0.8}), status, generation=2).status
-    assert entry(changed, Stage.INVESTIGATE).input_hash != before.input_hash
+    changed = step(example_spec(**{"source.heldOutFraction": 0.2}), status, generation=2).status
+    assert entry(changed, Stage.SOURCE).input_hash != before.input_hash
 
 
 def test_suspend_starts_no_job() -> None:
@@ -276,23 +270,153 @@ def test_suspend_starts_no_job() -> None:
 
 
 def _through(spec: ProjectSpec, stages: list[Stage]) -> ProjectStatus:
+    """Passes each stage in turn; Investigate's alternatives each miss the bar."""
     status = step(spec, ProjectStatus()).status
     for stage in stages:
-        status = step(spec, status, result=result_for(status, stage)).status
+        if stage == Stage.INVESTIGATE:
+            results = results_at(status, *alternatives_missing(status))
+            status = step(spec, status, results=results).status
+        else:
+            status = step(spec, status, result=result_for(status, stage)).status
     return status
+
+
+def alternative_result(status: ProjectStatus, name: str, **fields: Any) -> StageResult:
+    part = next(a for a in entry(status, Stage.INVESTIGATE).candidates if a.name == name)
+    values = {"exitConditionMet": False, "reason": "BarMissed", "message": f"{name} misses"}
+    return StageResult(stage="Investigate", input_hash=part.input_hash, **(values | fields))
+
+
+def alternatives_missing(status: ProjectStatus) -> list[StageResult]:
+    names = [a.name for a in entry(status, Stage.INVESTIGATE).candidates]
+    return [alternative_result(status, name) for name in names]
+
+
+def started_investigate(spec: ProjectSpec) -> ProjectStatus:
+    return _through(spec, [Stage.SOURCE])
+
+
+def test_source_runs_before_investigate_which_gets_its_held_out_set_as_upstream() -> None:
+    spec = example_spec()
+    status = started_investigate(spec)
+    investigate = entry(status, Stage.INVESTIGATE)
+    assert [s.name for s in status.stages][:3] == [Stage.DEFINE, Stage.INVESTIGATE, Stage.SOURCE]
+    assert entry(status, Stage.SOURCE).state == StageState.SUCCEEDED
+    assert investigate.state == StageState.RUNNING
+    assert [a.name for a in investigate.candidates] == ["teacher-int8", "terse-prompt"]
+    assert entry(status, Stage.TEACH).state == StageState.PENDING
+    writes = of_type(step(spec, ProjectStatus()), WriteInput)
+    assert [w.stage_input.stage for w in writes] == ["Source"]
+
+
+def test_each_alternative_is_evaluated_by_its_own_job_on_sources_held_out_set() -> None:
+    spec = example_spec()
+    status = _through(spec, [])
+    decision = step(spec, status, result=result_for(status, Stage.SOURCE))
+    writes = {w.stage_input.spec["alternative"]["name"]: w for w in of_type(decision, WriteInput)}
+    assert set(writes) == {"teacher-int8", "terse-prompt"}
+    source_uri = entry(decision.status, Stage.SOURCE).result_uri
+    for write in writes.values():
+        assert write.stage_input.upstream == {"Source": source_uri}
+        assert set(write.stage_input.spec) == {
+            "task", "bar", "teacher", "teach", "alternative", "serving"
+        }  # fmt: skip
+    assert writes["teacher-int8"].stage_input.spec["serving"]["cpusPerWorker"] == 1
+    submits = of_type(step(spec, decision.status), SubmitJob)
+    assert len(submits) == 2
+    assert all("distill_jobs.evaluate" in s.job.entrypoint for s in submits)
+    assert {s.job.labels["distill.dev/candidate"] for s in submits} == set(writes)
+
+
+def test_a_baseline_that_clears_the_bar_ends_the_project_and_skips_the_rest() -> None:
+    spec = example_spec()
+    status = started_investigate(spec)
+    cleared = alternative_result(
+        status,
+        "teacher-int8",
+        exitConditionMet=True,
+        reason="BarCleared",
+        message="teacher-int8 clears the bar: score 0.95 ≥ 0.9",
+        metrics={"score": 0.95, "cost_per_1k_requests": 0.01},
+        artifacts={"model": "/models/teacher"},
+    )
+    missed = alternative_result(status, "terse-prompt")
+    status = step(spec, status, results=results_at(status, cleared, missed)).status
+    assert status.phase == Phase.BASELINE_SUFFICIENT
+    investigate = entry(status, Stage.INVESTIGATE)
+    assert investigate.state == StageState.SUCCEEDED and investigate.reason == "BaselineSufficient"
+    assert "serve teacher-int8" in investigate.message
+    assert status.student is not None and status.student.name == "teacher-int8"
+    assert status.student.uri == "/models/teacher" and status.student.score == 0.95
+    later = [entry(status, s).state for s in (Stage.TEACH, Stage.ITERATE, Stage.LOOK, Stage.LAUNCH)]
+    assert later == [StageState.SKIPPED] * 4
+    assert condition(status, "Ready").status == "True"
+    assert condition(status, "Reconciling").status == "False"
+    again = step(spec, status)
+    assert not [a for a in again.actions if not isinstance(a, Emit)], "nothing more runs"
+
+
+def test_the_cheapest_of_two_clearing_alternatives_is_taken() -> None:
+    spec = example_spec()
+    status = started_investigate(spec)
+    results = [
+        alternative_result(status, name, exitConditionMet=True, reason="BarCleared",
+                           metrics={"cost_per_1k_requests": cost})
+        for name, cost in (("teacher-int8", 0.02), ("terse-prompt", 0.01))
+    ]  # fmt: skip
+    status = step(spec, status, results=results_at(status, *results)).status
+    assert status.student is not None and status.student.name == "terse-prompt"
+
+
+def test_every_alternative_missing_the_bar_rules_them_out_with_each_shortfall() -> None:
+    spec = example_spec()
+    status = started_investigate(spec)
+    results = [
+        alternative_result(status, "teacher-int8", message="teacher-int8 misses the bar: "
+                           "p95 40 ms > 30 ms (over by 10 ms)"),
+        alternative_result(status, "terse-prompt", message="terse-prompt misses the bar: "
+                           "score 0.2 < 0.9 (short by 0.7)"),
+    ]  # fmt: skip
+    decision = step(spec, status, results=results_at(status, *results))
+    investigate = entry(decision.status, Stage.INVESTIGATE)
+    assert investigate.state == StageState.SUCCEEDED
+    assert investigate.reason == "AlternativesRuledOut"
+    assert "over by 10 ms" in investigate.message and "short by 0.7" in investigate.message
+    assert {a.state for a in investigate.candidates} == {StageState.FAILED}
+    assert condition(decision.status, "AlternativesRuledOut").status == "True"
+    assert entry(decision.status, Stage.TEACH).state == StageState.RUNNING
+    assert decision.status.diagnosis is None
+
+
+def test_an_alternative_that_could_not_be_evaluated_is_no_evidence_and_fails_investigate() -> None:
+    spec = example_spec()
+    status = started_investigate(spec)
+    results = [
+        alternative_result(status, "teacher-int8", reason="QuantizationUnavailable",
+                           message="int4 needs a CUDA GPU and bitsandbytes"),
+        alternative_result(status, "terse-prompt"),
+    ]  # fmt: skip
+    status = step(spec, status, results=results_at(status, *results)).status
+    investigate = entry(status, Stage.INVESTIGATE)
+    assert investigate.state == StageState.FAILED
+    assert investigate.reason == "AlternativeNotEvaluated"
+    assert "teacher-int8: QuantizationUnavailable" in investigate.message
+    assert status.phase == Phase.FAILED and entry(status, Stage.TEACH).job is None
+    assert status.diagnosis is not None and status.diagnosis.stage == Stage.INVESTIGATE
 
 
 def test_teach_refuses_to_start_until_the_teacher_terms_are_acknowledged() -> None:
     spec = example_spec(**{"teacher.termsAcknowledged": False})
-    status = _through(spec, [Stage.INVESTIGATE, Stage.SOURCE])
+    status = _through(spec, [Stage.SOURCE, Stage.INVESTIGATE])
     teach = entry(status, Stage.TEACH)
     assert teach.state == StageState.FAILED and teach.reason == "TeacherTermsNotAcknowledged"
     assert teach.job is None
 
 
 def test_teach_input_carries_the_source_result_as_upstream() -> None:
-    status = _through(example_spec(), [Stage.INVESTIGATE])
-    decision = step(example_spec(), status, result=result_for(status, Stage.SOURCE))
+    status = _through(example_spec(), [Stage.SOURCE])
+    results = results_at(status, *alternatives_missing(status))
+    decision = step(example_spec(), status, results=results)
     [write] = of_type(decision, WriteInput)
     assert write.stage_input.stage == "Teach"
     source_uri = entry(decision.status, Stage.SOURCE).result_uri
@@ -302,7 +426,7 @@ def test_teach_input_carries_the_source_result_as_upstream() -> None:
 
 def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> None:
     spec = example_spec()
-    status = _through(spec, [Stage.INVESTIGATE, Stage.SOURCE, Stage.TEACH])
+    status = _through(spec, [Stage.SOURCE, Stage.INVESTIGATE, Stage.TEACH])
     tiny = candidate_result(
         status,
         "tiny",
@@ -324,13 +448,13 @@ def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> No
 
 
 def test_conditions_keep_their_transition_time_until_they_flip() -> None:
-    status = started_investigate()
+    status = started_investigate(example_spec())
     later = step(example_spec(), status, now=T0 + timedelta(minutes=5)).status
     assert condition(later, "TaskDefined").last_transition_time == "2026-11-23T12:00:00Z"
 
 
 # --- Iterate: one job per student candidate, then the operator chooses -------------------
-TO_ITERATE = [Stage.INVESTIGATE, Stage.SOURCE, Stage.TEACH]
+TO_ITERATE = [Stage.SOURCE, Stage.INVESTIGATE, Stage.TEACH]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -365,7 +489,7 @@ def three_candidates() -> list[dict[str, Any]]:
 
 def test_iterate_submits_one_job_per_candidate_each_with_its_own_input() -> None:
     spec = example_spec()
-    status = _through(spec, [Stage.INVESTIGATE, Stage.SOURCE])
+    status = _through(spec, [Stage.SOURCE, Stage.INVESTIGATE])
     decision = step(spec, status, result=result_for(status, Stage.TEACH))
     iterate = entry(decision.status, Stage.ITERATE)
     assert iterate.state == StageState.RUNNING and iterate.job is None
@@ -484,6 +608,105 @@ def test_no_candidate_clearing_the_bar_fails_iterate_with_each_candidates_messag
     events = [a.message for a in of_type(decision, Emit)]
     assert "Iterate/tiny Failed: score 0.71 misses exact_match >= 0.9 by 0.19" in events
     assert any(m.startswith("Iterate Failed: no candidate clears the bar") for m in events)
+
+
+def test_every_candidate_weak_on_quality_is_diagnosed_as_a_source_problem() -> None:
+    spec = example_spec()
+    status = _through(spec, TO_ITERATE)
+    weak = [
+        candidate_result(status, name, exitConditionMet=False, reason="BarMissed",
+                         message=f"{name} misses", metrics={"score": score})
+        for name, score in (("tiny", 0.31), ("small", 0.42))
+    ]  # fmt: skip
+    status = step(spec, status, results=results_at(status, *weak)).status
+    assert status.diagnosis is not None
+    assert (status.diagnosis.stage, status.diagnosis.reason) == (Stage.SOURCE, "BroadWeakness")
+    assert "best score 0.42 < 0.9" in status.diagnosis.message
+
+
+def test_a_candidate_missing_only_on_latency_is_not_blamed_on_the_data() -> None:
+    spec = example_spec()
+    status = _through(spec, TO_ITERATE)
+    results = [
+        candidate_result(status, "tiny", exitConditionMet=False, reason="BarMissed",
+                         message="tiny misses", metrics={"score": 0.31}),
+        candidate_result(status, "small", exitConditionMet=False, reason="BarMissed",
+                         message="small: p95 over", metrics={"score": 0.95}),
+    ]  # fmt: skip
+    status = step(spec, status, results=results_at(status, *results)).status
+    assert status.diagnosis is not None and status.diagnosis.stage == Stage.ITERATE
+
+
+# --- Look: the report ConfigMap, then the verdict ------------------------------------------
+def at_look(spec: ProjectSpec) -> ProjectStatus:
+    status = _through(spec, TO_ITERATE)
+    tiny = passing(status, "tiny", 1e6, 0.93)
+    small = candidate_result(status, "small", exitConditionMet=False, message="misses")
+    return step(spec, status, results=results_at(status, tiny, small)).status
+
+
+def look_result(status: ProjectStatus, **fields: Any) -> StageResult:
+    summary = {"artifacts": {"summary": "file:///tmp/look/summary.json"}}
+    return result_for(status, Stage.LOOK, **(summary | fields))
+
+
+def test_look_publishes_its_report_before_it_concludes() -> None:
+    spec = example_spec()
+    status = at_look(spec)
+    look = entry(status, Stage.LOOK)
+    assert look.state == StageState.RUNNING
+    result = look_result(status)
+    decision = step(spec, status, result=result)
+    [publish] = of_type(decision, PublishReport)
+    assert (publish.name, publish.namespace) == ("demo-look", "ns")
+    assert publish.summary_uri == "file:///tmp/look/summary.json"
+    assert publish.input_hash == look.input_hash
+    assert entry(decision.status, Stage.LOOK).state == StageState.RUNNING, "not before the report"
+    assert decision.requeue_after == 0
+    stale = step(spec, decision.status, result=result, reports={"demo-look": "old-hash"})
+    assert of_type(stale, PublishReport), "a report of an earlier result is replaced"
+    done = step(spec, decision.status, result=result, reports={"demo-look": look.input_hash})
+    assert not of_type(done, PublishReport)
+    look = entry(done.status, Stage.LOOK)
+    assert look.state == StageState.SUCCEEDED and look.report_config_map == "demo-look"
+
+
+def test_a_refused_report_still_concludes_look_with_a_warning() -> None:
+    spec = example_spec()
+    status = at_look(spec)
+    result = look_result(status)
+    refused = {"demo-look": "ConfigMap ns/demo-look: 403 Forbidden"}
+    decision = step(spec, status, result=result, report_errors=refused)
+    look = entry(decision.status, Stage.LOOK)
+    assert look.state == StageState.SUCCEEDED and look.report_config_map is None
+    assert any(e.reason == "ReportRefused" for e in of_type(decision, Emit))
+
+
+def test_a_failing_look_names_the_stage_at_fault_from_its_evidence() -> None:
+    spec = example_spec()
+    status = at_look(spec)
+    result = look_result(
+        status,
+        exitConditionMet=False,
+        reason="SlicesBelowBar",
+        message="refund-fraud 0.4 < 0.85 (short by 0.45)",
+        diagnosis={"stage": "Teach", "reason": "TeacherWrongOnSlice",
+                   "message": "the teacher scores 0.4 on refund-fraud"},
+    )  # fmt: skip
+    status = step(spec, status, result=result, reports={"demo-look": result.input_hash}).status
+    assert status.phase == Phase.FAILED and entry(status, Stage.LOOK).reason == "SlicesBelowBar"
+    assert status.diagnosis is not None
+    assert (status.diagnosis.stage, status.diagnosis.reason) == (Stage.TEACH, "TeacherWrongOnSlice")
+    assert status.student is not None and status.student.name == "tiny", "Look keeps the name"
+    changed = step(example_spec(**{"bar.threshold": 0.8}), status, generation=2).status
+    assert changed.diagnosis is None, "a new spec starts without the old diagnosis"
+
+
+def test_every_stage_runs_after_the_stages_it_builds_on() -> None:
+    assert sorted(RUN_ORDER) == sorted(d.stage for d in PIPELINE)
+    for stage in RUN_ORDER:
+        for earlier in BY_STAGE[stage].upstream:
+            assert RUN_ORDER.index(earlier) < RUN_ORDER.index(stage), (earlier, stage)
 
 
 def test_a_failed_candidate_job_is_retried_while_the_other_keeps_running() -> None:
@@ -645,7 +868,7 @@ def test_eight_candidates_with_many_numbers_fit_the_crd_status_schema() -> None:
 
 
 def test_other_stages_status_has_no_candidates_field() -> None:
-    dumped = started_investigate().model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped = started_source().model_dump(mode="json", by_alias=True, exclude_none=True)
     assert all("candidates" not in stage for stage in dumped["stages"])
 
 

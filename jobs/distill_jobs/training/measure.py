@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +116,77 @@ def measure_serving(
         ),
         accelerators=accelerators,
     )
+
+
+MIN_LATENCY_REQUESTS = 32
+
+
+@dataclass(frozen=True)
+class BarMeasurement:
+    """A model measured the way the bar judges it: its answers, their score, serving."""
+
+    answers: list[str]
+    score: float
+    serving: ServingCost
+
+    def metrics(self) -> dict[str, float]:
+        serving = self.serving
+        return {
+            "score": round(self.score, 6),
+            "latency_p50_ms": round(serving.latency_p50_ms, 3),
+            "latency_p95_ms": round(serving.latency_p95_ms, 3),
+            "requests_per_second": round(serving.requests_per_second, 3),
+            "cost_per_1k_requests": serving.cost_per_1k_requests,
+        }
+
+
+def measure_against_bar(
+    *,
+    generator: LocalGenerator,
+    bar: Mapping[str, Any],
+    conversations: Sequence[Conversation],
+    references: Sequence[str | None],
+    max_new_tokens: int,
+    price_per_accelerator_hour: float,
+    accelerators: float = 1.0,
+) -> BarMeasurement:
+    """Answer every conversation greedily, score the answers with the bar's metric, then
+    time serving at the bar's batch size (at least :data:`MIN_LATENCY_REQUESTS` requests,
+    the conversations cycled).
+
+    Args:
+        bar: ``spec.bar`` as snake_case JSON (``metric``, ``metric_function``, ``batch_size``).
+
+    Raises:
+        distill_jobs.metrics.MetricError: the metric cannot score these answers.
+        ValueError: no conversations.
+    """
+    from distill_jobs import metrics
+
+    batch_size = int(bar.get("batch_size", 1))
+    answers = validation_answers(
+        generator=generator,
+        conversations=conversations,
+        max_new_tokens=max_new_tokens,
+        batch_size=max(batch_size, 8),
+    )
+    score = metrics.score(
+        metric=bar["metric"],
+        predictions=answers,
+        references=list(references),
+        function=bar.get("metric_function"),
+    )
+    requests = max(MIN_LATENCY_REQUESTS, 4 * batch_size)
+    cycled = [conversations[i % len(conversations)] for i in range(requests)]
+    serving = measure_serving(
+        generator=generator,
+        conversations=cycled,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        price_per_accelerator_hour=price_per_accelerator_hour,
+        accelerators=accelerators,
+    )
+    return BarMeasurement(answers=answers, score=score, serving=serving)
 
 
 def validation_answers(

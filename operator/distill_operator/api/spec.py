@@ -27,7 +27,6 @@ class Metric(StrEnum):
     ROUGE_L = "rouge_l"
     JSON_VALIDITY = "json_validity"
     PYTHON = "python"
-    LLM_JUDGE = "llm_judge"
 
 
 class SecretKeyRef(ApiModel):
@@ -45,7 +44,7 @@ class Bar(ApiModel):
     metric: Metric = Field(
         description="Quality metric the student is judged by: exact_match, accuracy (on a "
         "label field), token_f1, rouge_l, json_validity, python (your own function, see "
-        "metricFunction) or llm_judge (the teacher grades)."
+        "metricFunction)."
     )
     metric_function: str | None = Field(
         default=None,
@@ -309,12 +308,49 @@ class Alternative(ApiModel):
         description="off_the_shelf (a smaller model as is), quantized_teacher, or "
         "prompt_variant (a different prompt for the teacher or a small model)."
     )
-    model: ShortText | None = Field(default=None, description="Model for off_the_shelf.")
+    model: ShortText | None = Field(
+        default=None,
+        description="A local directory or hf:// name: the model of off_the_shelf, or the "
+        "small model a prompt_variant prompts (by default the teacher).",
+    )
     quantization: str | None = Field(
-        default=None, pattern=r"^(int8|int4)$", description="int8 or int4 (quantized_teacher)."
+        default=None,
+        pattern=r"^(int8|int4)$",
+        description="int8 or int4 (quantized_teacher). On CPU int8 is dynamic int8 "
+        "(torch); int4 needs a GPU with bitsandbytes.",
     )
     prompt: Annotated[str, Field(max_length=8192)] | None = Field(
         default=None, description="System prompt for prompt_variant."
+    )
+    cost_per_1k_requests: float | None = Field(
+        default=None,
+        gt=0.0,
+        alias="costPer1kRequests",
+        description="What 1,000 requests cost when the model is an API (a prompt_variant "
+        "of an API teacher); a local model's cost is measured.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.kind != 'off_the_shelf' || has(self.model)",
+            message="kind off_the_shelf needs model (a directory or hf:// name)",
+            field_path=".model",
+            holds=lambda a: a.kind != AlternativeKind.OFF_THE_SHELF or a.model is not None,
+        ),
+        Rule(
+            cel="self.kind != 'quantized_teacher' || has(self.quantization)",
+            message="kind quantized_teacher needs quantization (int8 or int4)",
+            field_path=".quantization",
+            holds=lambda a: (
+                a.kind != AlternativeKind.QUANTIZED_TEACHER or a.quantization is not None
+            ),
+        ),
+        Rule(
+            cel="self.kind != 'prompt_variant' || has(self.prompt)",
+            message="kind prompt_variant needs prompt (the system prompt to try)",
+            field_path=".prompt",
+            holds=lambda a: a.kind != AlternativeKind.PROMPT_VARIANT or a.prompt is not None,
+        ),
     )
 
 
@@ -611,6 +647,19 @@ class ProjectSpec(ApiModel):
                 or all(
                     c.parameters is None or c.parameters < s.teacher.parameters
                     for c in s.students.candidates
+                )
+            ),
+        ),
+        Rule(
+            cel="self.teacher.backend == 'hf' || "
+            "self.investigate.alternatives.all(a, a.kind != 'quantized_teacher')",
+            message="a quantized_teacher alternative needs a local teacher (teacher.backend: "
+            "hf): an API teacher's weights cannot be quantized here",
+            field_path=".investigate.alternatives",
+            holds=lambda s: (
+                s.teacher.backend == TeacherBackend.HF
+                or all(
+                    a.kind != AlternativeKind.QUANTIZED_TEACHER for a in s.investigate.alternatives
                 )
             ),
         ),

@@ -127,13 +127,16 @@ class JobRunStatus(ApiModel):
 
 
 class CandidateStatus(JobRunStatus):
-    """One student candidate of Iterate: its own training job, result and numbers."""
+    """One part of a stage that runs a job per part: a student candidate of Iterate
+    (trained and measured) or an alternative of Investigate (evaluated)."""
 
     max_metrics: ClassVar[int] = MAX_CANDIDATE_METRICS
 
-    name: str = Field(max_length=63, description="The candidate's name in the spec.")
+    name: str = Field(max_length=63, description="The candidate's or alternative's name.")
     student_uri: str | None = Field(
-        default=None, description="The trained student (a model directory), once it exists."
+        default=None,
+        description="The model it is about: the trained student (a model directory), or "
+        "the alternative's model.",
     )
     metrics: dict[str, float] = Field(
         default_factory=dict,
@@ -151,11 +154,25 @@ class StageStatus(JobRunStatus):
     candidates: list[CandidateStatus] = Field(
         default_factory=list,
         max_length=MAX_CANDIDATES,
-        description="Iterate only: one entry per student candidate, each trained by its own "
-        "job; the smallest that clears the bar becomes the stage's result.",
+        description="Investigate and Iterate: one entry per alternative or student "
+        "candidate, each evaluated or trained by its own job. Iterate keeps the smallest "
+        "candidate that clears the bar; an alternative that clears it ends the project.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         exclude_if=lambda candidates: not candidates,  # other stages' status stays as it was
     )
+    report_config_map: str | None = Field(
+        default=None,
+        description="Look: the ConfigMap (same namespace) with the slice table, the "
+        "disagreements and the diagnosis, so kubectl shows them without the artifact store.",
+    )
+
+
+class Diagnosis(ApiModel):
+    """Where the DISTILL debugging map points when a project fails or is weak."""
+
+    stage: Stage = Field(description="The stage at fault.")
+    reason: str = Field(max_length=1024, description="CamelCase, e.g. BroadWeakness.")
+    message: str = Field(default="", max_length=4096, description="The evidence.")
 
 
 class Student(ApiModel):
@@ -179,3 +196,8 @@ class ProjectStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     student: Student | None = None
+    diagnosis: Diagnosis | None = Field(
+        default=None,
+        description="When the project fails or is weak: the stage at fault and the evidence "
+        "(broad weakness → Source; specific slices → Teach or Look; decay → Launch).",
+    )

@@ -50,6 +50,8 @@ class StageDefinition:
             input hashes, and so their results, as they were.
         choose: for a stage with parts, once every part is done: the part whose result
             becomes the stage's (or None), and the stage's verdict.
+        report: its result's ``artifacts["summary"]`` (a JSON object of strings) is
+            published as a ConfigMap before the stage concludes.
     """
 
     stage: Stage
@@ -64,6 +66,7 @@ class StageDefinition:
         Callable[[ProjectSpec, Sequence[CandidateStatus]], tuple[CandidateStatus | None, Verdict]]
         | None
     ) = None
+    report: bool = False
 
     def spec_excerpt(self, spec: ProjectSpec) -> dict[str, Any]:
         """The spec sections this stage reads: its input, and so its input hash."""

@@ -1,4 +1,9 @@
-"""Look: student vs teacher on held-out data, slice by slice, disagreements shown."""
+"""Look: student vs teacher on held-out data, slice by slice, disagreements shown.
+
+Its job (``distill_jobs.evaluate``) writes the slice table, the disagreements and a
+ConfigMap-ready summary to the artifact store; the operator publishes the summary as a
+ConfigMap before the stage concludes (``report``), so ``kubectl`` shows the slices.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ DEFINITION = StageDefinition(
     stage=Stage.LOOK,
     exit_condition=exit_condition,
     workload="distill_jobs.evaluate",
-    reads=("bar", "look", "source"),
+    reads=("bar", "look", "source", "teacher", "teach"),
     upstream=(Stage.SOURCE, Stage.TEACH, Stage.ITERATE),
+    report=True,
 )
