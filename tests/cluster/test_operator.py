@@ -102,7 +102,7 @@ def test_the_example_passes_define_and_runs_the_next_stage_as_a_real_ray_job(
     assert define["state"] == "Succeeded"
     task_defined = projects.condition("example", "TaskDefined")
     assert task_defined["status"] == "True"
-    assert "exact_match >= 0.9, p95 <= 300 ms" in task_defined["message"]
+    assert "exact_match >= 0.9, p95 <= 50 ms" in task_defined["message"]
     # The next stage ran as a real Ray job under the id saved in status, and its workload
     # said why it cannot pass (the traffic it was pointed at does not exist).
     job_id = source["job"]["id"]

@@ -25,7 +25,8 @@ def test_the_example_is_a_valid_spec() -> None:
 
 
 def test_training_defaults_to_cosine_decay_and_holds_back_a_validation_split() -> None:
-    training = ProjectSpec.model_validate(example_manifest()["spec"]).students.training
+    manifest = example_manifest(**{"spec.students.training": {}})
+    training = ProjectSpec.model_validate(manifest["spec"]).students.training
     assert (training.lr_schedule, training.weight_decay, training.seed) == ("cosine", 0.0, 0)
     assert (training.checkpoint_every_steps, training.validation_fraction) == (50, 0.1)
     assert training.max_sequence_length == 512
