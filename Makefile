@@ -67,6 +67,7 @@ demo: venv controlplane
 	$(VENV)/bin/distill demo
 
 bench: venv
+	$(VENV)/bin/python bench/quality.py
 	$(VENV)/bin/python bench/teach.py
 	$(VENV)/bin/python bench/train.py
 

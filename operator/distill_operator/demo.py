@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "intent-classifier.yaml"
 DEMO_ROOT = Path("/tmp/distill-demo")  # where the example manifest points
 CACHE = Path.home() / ".cache" / "distill-operator" / "demo"  # the trained teacher, kept
+TRAFFIC_ROWS = 2000
 NAMESPACE = "distill-demo"
 WAIT_SECONDS = 900.0
 LAST_STAGE = "Look"  # Launch is issue #6
@@ -35,7 +36,7 @@ def build_inputs(root: Path) -> None:
     """The teacher, the off-the-shelf model and the traffic the example names."""
     shutil.rmtree(root, ignore_errors=True)
     command = [sys.executable, "-m", "distill_jobs.synthetic", "--out", str(root)]
-    subprocess.run([*command, "--cache", str(CACHE)], check=True)
+    subprocess.run([*command, "--rows", str(TRAFFIC_ROWS), "--cache", str(CACHE)], check=True)
 
 
 def _finished(project: dict[str, Any]) -> bool:

@@ -52,8 +52,11 @@ class DevStackSettings:
         kubectl_timeout_s: Deadline for one kubectl call.
         crd_established_timeout_s: Deadline for applied CRDs to become Established.
         ray_num_cpus: CPUs the Ray head advertises: logical CPUs, more than a laptop's
-            cores, so that a stage's job driver and a two-worker training run fit beside
-            each other (Ray would otherwise queue the workers forever).
+            cores, so that stage job drivers (0.1 CPU each) and a two-worker training run
+            fit beside each other (Ray would otherwise queue the workers forever), yet
+            too few for a second training run beside a student's latency measurement
+            (1 CPU): a measurement shares the cores with no training, so the latency
+            and cost the bar judges are not another candidate's load.
         ray_object_store_memory_bytes: Ray object store size; None keeps Ray's default.
         ray_temp_root: Parent of the Ray head's temp dir. Keep it short: Ray puts unix
             sockets under it, and socket paths are limited to about 107 bytes.
@@ -68,7 +71,7 @@ class DevStackSettings:
     probe_timeout_s: float = 2.0
     kubectl_timeout_s: float = 120.0
     crd_established_timeout_s: float = 60.0
-    ray_num_cpus: int = 4
+    ray_num_cpus: int = 3
     ray_object_store_memory_bytes: int | None = None
     ray_temp_root: Path = Path("/tmp")
     log_tail_lines: int = 40
