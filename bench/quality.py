@@ -2,7 +2,8 @@
 teacher's size keep at least 95% of the teacher's metric?
 
 The operator's own stage inputs, run through the real workloads on a local Ray (no
-control plane): the spec is ``examples/intent-classifier.yaml`` (the demo's), pointed at
+control plane): the spec is ``examples/intent-classifier.yaml`` (the demo's, its latency
+and cost targets lifted), pointed at
 a teacher trained here on the synthetic ticket task (``distill_jobs.synthetic``, on a
 sample of its own) and at traffic the teacher never saw, with the rare critical slice
 ``refund-fraud`` (about 3% of traffic). Source splits the traffic, Teach collects the
@@ -48,6 +49,9 @@ def run(*, root: Path, rows: int, cache: Path) -> dict[str, Any]:
     manifest["spec"]["teacher"]["model"] = str(teacher.path)
     manifest["spec"]["source"]["traffic"] = [(root / "traffic").as_uri() + "/*.jsonl"]
     manifest["spec"]["artifacts"]["uri"] = (root / "artifacts").as_uri()
+    # Quality is measured here, not serving: latency and cost (which depend on what else
+    # the machine runs) must not keep a student from Look.
+    manifest["spec"]["bar"].update(latencyP95Ms=60000.0, costPer1kRequests=1000.0)
     spec = ProjectSpec.model_validate(manifest["spec"])
 
     def stage_input(stage: Stage, excerpt: dict[str, Any], **upstream: str) -> StageInput:

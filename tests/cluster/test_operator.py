@@ -222,7 +222,7 @@ def test_a_spec_edit_is_observed_and_reruns_from_define(
     projects.create("edited")
     wait_for("Source to finish", lambda: projects.stage("edited", "Source").get("finishedAt"))
     first = projects.stage("edited", "Source")
-    patch = {"spec": {"source": {"heldOutFraction": 0.2}}}  # an edit Source reads
+    patch = {"spec": {"source": {"heldOutFraction": 0.25}}}  # an edit Source reads
     edited = custom.patch_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, api.PLURAL, "edited", patch
     )

@@ -64,6 +64,9 @@ def test_source_then_teach_succeed_under_the_operator_with_their_counts_in_statu
         "spec.teacher.model": str(tiny_teacher),
         "spec.teacher.topLogprobs": 5,
         "spec.teach": {"maxOutputTokens": 8, "batchSize": 16, "reviewSampleRate": 0.1},
+        # No oversampling: every training row is a distinct traffic row.
+        "spec.source.allowOversampling": False,
+        "spec.source.criticalSlices": [{"name": "refund-fraud", "minCount": 20}],
         "spec.bar": LENIENT_BAR,
         "spec.students": {
             "candidates": [

@@ -259,7 +259,7 @@ def test_a_new_generation_stops_the_running_job_and_unchanged_inputs_keep_their_
     after = entry(decision.status, Stage.SOURCE)
     assert after.input_hash == before.input_hash and after.result_uri == before.result_uri
     assert decision.status.observed_generation == 2
-    changed = step(example_spec(**{"source.heldOutFraction": 0.2}), status, generation=2).status
+    changed = step(example_spec(**{"source.heldOutFraction": 0.25}), status, generation=2).status
     assert entry(changed, Stage.SOURCE).input_hash != before.input_hash
 
 
