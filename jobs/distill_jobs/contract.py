@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
+
+_Model = TypeVar("_Model", bound="BaseModel")
 
 RESULT_FILE = "result.json"
 # A running job may report progress beside its result: shown to people, never decided on.
@@ -115,3 +118,107 @@ def read_progress(uri: str) -> dict[str, Any] | None:
     except (OSError, ValueError):  # missing (FileNotFoundError), or not JSON
         return None
     return progress if isinstance(progress, dict) else None
+
+
+# --- Launch: the router (``distill_jobs.serve``) and the operator ---------------------
+# The operator writes the routing (which student, which rollout step) to one file per
+# project; the router polls it, so a rollout step or a new student never restarts the
+# router, and a re-distillation keeps the live student serving until the new one is
+# rolled out. The router writes where it listens into its own stage directory.
+ROUTING_FILE = "routing.json"
+ENDPOINT_FILE = "endpoint.json"
+
+# Prometheus metrics of the router. Counters carry the routing ``revision`` they were
+# counted under, so the operator reads one rollout step's numbers without deltas.
+METRIC_REQUESTS = "distill_router_requests_total"  # labels: revision, served_by
+METRIC_FALLBACKS = "distill_router_fallbacks_total"  # labels: revision
+METRIC_COMPARISONS = "distill_router_comparisons_total"  # labels: revision, agree
+METRIC_LATENCY = "distill_router_request_seconds"  # histogram; labels: model
+METRIC_REVISION = "distill_router_revision"  # gauge: the routing revision in force
+
+
+class RoutingMode(StrEnum):
+    """How the router answers.
+
+    teacher: the teacher answers everything (before the first rollout, after a
+        rollback with no earlier student); the student is not asked.
+    shadow: the teacher answers; the student is asked too, and every request is
+        compared and counted as a fallback when the student was not confident.
+    canary: ``percent`` of requests go to the student, the rest to the teacher.
+    full: every request goes to the student.
+    A request routed to the student whose confidence is below the bar goes to the
+    teacher instead (a fallback); a ``sampleRate`` share of the requests the student
+    answers is also asked of the teacher and compared.
+    """
+
+    TEACHER = "teacher"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    FULL = "full"
+
+
+class Routing(BaseModel):
+    """``routing.json``: what the router does now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: int = Field(ge=0, description="Bumped on every change; labels the metrics.")
+    mode: RoutingMode
+    percent: int = Field(default=0, ge=0, le=100, description="canary: student share.")
+    student: str | None = Field(default=None, description="The student's model directory.")
+    student_name: str | None = None
+    confidence_rule: str = Field(
+        default="mean_logprob",
+        pattern=r"^(mean_logprob|entropy)$",
+        description="mean_logprob: the mean log-probability of the student's tokens, "
+        "confident when >= threshold; entropy: the mean entropy of its next-token "
+        "distributions, confident when <= threshold.",
+    )
+    confidence_threshold: float = -1.0
+    sample_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of student answers also asked of "
+        "the teacher and compared (shadow compares every request).",
+    )
+    metric: str = Field(
+        default="exact_match",
+        description="The bar's metric: agreement is "
+        "the student's answer scoring >= 0.5 against the teacher's.",
+    )
+    metric_function: str | None = None
+
+
+class Endpoint(BaseModel):
+    """``endpoint.json``: where a router attempt listens, once it does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Base URL, e.g. http://127.0.0.1:40123.")
+    attempt: int = Field(ge=0, description="The router job attempt that wrote it.")
+
+
+def launch_dir(*, artifacts_uri: str, project: str) -> str:
+    """The project's Launch directory: routing, and one directory per router input."""
+    namespace, name = project.split("/", 1)
+    return f"{artifacts_uri.rstrip('/')}/{namespace}/{name}/launch"
+
+
+def routing_uri(*, artifacts_uri: str, project: str) -> str:
+    return f"{launch_dir(artifacts_uri=artifacts_uri, project=project)}/{ROUTING_FILE}"
+
+
+def read_model(uri: str, model: type[_Model]) -> _Model | None:
+    """A small JSON file as ``model``, or None while it is missing or half-written."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        with fs.open(path, "r") as handle:
+            return model.model_validate_json(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def write_model(value: BaseModel, uri: str) -> None:
+    with fsspec.open(uri, "w", auto_mkdir=True) as handle:
+        handle.write(value.model_dump_json(indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -102,6 +103,38 @@ def print_timeline(project: dict[str, Any]) -> None:
         console.print(
             f"Diagnosis: {stage} ({reason}): {diagnosis.get('message', '')}", markup=False
         )
+    for line in serving_lines(status):
+        console.print(line, markup=False)
+
+
+def serving_lines(status: dict[str, Any]) -> list[str]:
+    """Where the student is served, the rollout and the lifecycle, in words."""
+    serving, lifecycle = status.get("serving") or {}, status.get("lifecycle") or {}
+    lines = []
+    if serving.get("endpoint"):
+        live = (serving.get("live") or {}).get("name", "no student (the teacher answers)")
+        share = f" {serving.get('percent')}%" if serving.get("mode") == "canary" else ""
+        lines.append(
+            f"Serving: {live} at {serving['endpoint']}/v1/chat/completions, routing "
+            f"{serving.get('mode')}{share} (revision {serving.get('revision', 0)})"
+        )
+    candidate = serving.get("candidate")
+    if candidate:
+        numbers = ", ".join(f"{k} {v:g}" for k, v in (serving.get("metrics") or {}).items())
+        lines.append(f"Rolling out: {candidate['name']} ({numbers or 'no requests yet'})")
+    if lifecycle.get("driftChecks"):
+        drift = "drifted" if lifecycle.get("drifted") else "no drift"
+        lines.append(
+            f"Drift: {drift} after {lifecycle['driftChecks']} check(s): "
+            f"{lifecycle.get('driftMessage', '')}"
+        )
+    trigger = lifecycle.get("lastTrigger")
+    if trigger:
+        lines.append(
+            f"Re-distillations: {lifecycle.get('redistillations', 0)}, the last on "
+            f"{trigger['reason']} at {trigger['at']}: {trigger.get('message', '')}"
+        )
+    return lines
 
 
 def report_config_map(project: dict[str, Any]) -> str | None:
@@ -146,6 +179,38 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(
+    args: argparse.Namespace,
+    *,
+    read_project: Callable[[str, str], dict[str, Any]] = _read_project,
+) -> int:
+    """What applying ``args.file`` to the live project would re-use and run again."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill_operator import plan
+
+    try:
+        new_spec = plan.spec_of(Path(args.file).read_text())
+        rows = plan.plan(read_project(args.namespace, args.name), new_spec)
+    except (OSError, plan.InvalidSpec) as error:
+        print(f"distill plan: {args.file}: {error}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+        return 0
+    table = Table(title=f"{args.namespace}/{args.name}: applying {args.file}")
+    for column in ("stage", "plan", "reads", "why"):
+        table.add_column(column.capitalize(), overflow="fold")
+    styles = {plan.REUSE: "green", plan.RERUN: "yellow", "fails": "red", "restarts": "yellow"}
+    for row in rows:
+        table.add_row(
+            row.stage, row.plan, ", ".join(row.reads), row.why, style=styles.get(row.plan)
+        )
+    Console(width=160).print(table)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from distill_operator import demo
 
@@ -171,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-n", "--namespace", default="default")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(func=_cmd_status)
+
+    plan_cmd = commands.add_parser("plan", help="what applying a new spec would re-run")
+    plan_cmd.add_argument("name")
+    plan_cmd.add_argument("-f", "--file", required=True, help="the new manifest (or its spec)")
+    plan_cmd.add_argument("-n", "--namespace", default="default")
+    plan_cmd.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    plan_cmd.set_defaults(func=_cmd_plan)
 
     demo = commands.add_parser("demo", help="run the example project on the dev stack")
     demo.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))

@@ -32,11 +32,18 @@ def _stalled_by(status: ProjectStatus, problem: Problem | None) -> Problem | Non
 def _summaries(status: ProjectStatus, stalled: Problem | None) -> list[tuple[str, bool, str, str]]:
     current = next((s for s in status.stages if s.name == status.stage), None)
     doing = f"{current.name}: {current.message or current.state}" if current else "starting"
-    ready = status.phase in READY_PHASES
+    ready = status.phase in READY_PHASES and stalled is None
     reconciling = stalled is None and not ready and status.phase != Phase.SUSPENDED
-    return [
+    why = f"Stage{status.stage or 'Define'}"
+    if status.pending_generation is not None:
+        why = "SpecChangePending"
+        doing = (
+            f"generation {status.pending_generation} is picked up when {status.stage} ends; "
+            + doing
+        )
+    summaries = [
         ("Ready", ready, status.phase.value, doing if not ready else f"project {status.phase}"),
-        ("Reconciling", reconciling, f"Stage{status.stage or 'Define'}", doing),
+        ("Reconciling", reconciling, why, doing),
         (
             "Stalled",
             stalled is not None,
@@ -44,6 +51,11 @@ def _summaries(status: ProjectStatus, stalled: Problem | None) -> list[tuple[str
             stalled.message if stalled else "",
         ),
     ]
+    drifted = status.lifecycle.drifted
+    if drifted is not None:
+        reason = "Drifted" if drifted else "NoDrift"
+        summaries.append(("Drifted", drifted, reason, status.lifecycle.drift_message))
+    return summaries
 
 
 def derive_conditions(

@@ -21,24 +21,44 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from distill_jobs.contract import TEACHER_API_KEY_ENV, StageInput, StageResult
+from croniter import croniter
+
+from distill_jobs.contract import (
+    TEACHER_API_KEY_ENV,
+    Routing,
+    StageInput,
+    StageResult,
+    routing_uri,
+)
 from distill_operator import naming
 from distill_operator.api import (
     CandidateStatus,
+    Diagnosis,
     JobRecord,
     JobRunStatus,
     Phase,
     ProjectSpec,
     ProjectStatus,
+    ServiceJobStatus,
+    Serving,
     Stage,
     StageState,
     StageStatus,
     Student,
+    Trigger,
 )
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.diagnosis import diagnose
 from distill_operator.launch.base import JobObservation, JobSpec, JobState
-from distill_operator.stages import BY_STAGE, PIPELINE, RUN_ORDER, Facts, StageDefinition, Verdict
+from distill_operator.stages import (
+    BY_STAGE,
+    PIPELINE,
+    RUN_ORDER,
+    Facts,
+    StageDefinition,
+    Verdict,
+    launch,
+)
 from distill_operator.stages.iterate import PROGRESS_METRICS, SELECTION_METRICS
 
 # Numbers kept first when status has room for only some of a result's or progress report's.
@@ -89,6 +109,7 @@ class Observations:
     launch_errors: Mapping[str, str] = field(default_factory=dict)
     reports: Mapping[str, str] = field(default_factory=dict)
     report_errors: Mapping[str, str] = field(default_factory=dict)
+    router: launch.RouterSeen = field(default_factory=launch.RouterSeen)
 
 
 @dataclass(frozen=True)
@@ -135,7 +156,15 @@ class PublishReport:
     input_hash: str
 
 
-Action = WriteInput | SubmitJob | StopJob | Emit | PublishReport
+@dataclass(frozen=True)
+class WriteRouting:
+    """Tell the router what to do now (it polls the file)."""
+
+    uri: str
+    routing: Routing
+
+
+Action = WriteInput | SubmitJob | StopJob | Emit | PublishReport | WriteRouting
 
 
 @dataclass(frozen=True)
@@ -171,13 +200,36 @@ def wanted_reports(status: ProjectStatus, *, name: str) -> list[str]:
     ]
 
 
-def running_units(status: ProjectStatus) -> list[JobRunStatus]:
-    """What has a job now or soon: the running stage, or the running parts of it."""
+def stage_units(status: ProjectStatus) -> list[JobRunStatus]:
+    """What has a stage job now or soon: the running stage, or the running parts of it."""
     units: list[JobRunStatus] = []
     for entry in status.stages:
         if entry.state == StageState.RUNNING:
             units += [entry, *(c for c in entry.candidates if c.state == StageState.RUNNING)]
     return [unit for unit in units if unit.job is not None]
+
+
+def service_units(status: ProjectStatus) -> list[ServiceJobStatus]:
+    """The lifecycle's running jobs: the router, and a drift check."""
+    units = [status.serving.router if status.serving else None, status.lifecycle.drift_check]
+    return [u for u in units if u and u.state == StageState.RUNNING and u.job is not None]
+
+
+def running_units(status: ProjectStatus) -> list[JobRunStatus]:
+    """Every job the project has now or soon: observed each pass, stopped on deletion."""
+    return [*stage_units(status), *service_units(status)]
+
+
+def router_dir(status: ProjectStatus) -> str | None:
+    """Where the running router writes its endpoint (its stage directory)."""
+    router = status.serving.router if status.serving else None
+    if router is None or router.state != StageState.RUNNING or router.result_uri is None:
+        return None
+    return router.result_uri.rsplit("/", 1)[0]
+
+
+class _Superseded(Exception):
+    """A deferred spec change takes over: the running stage's attempt has ended."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +241,8 @@ class _Unit:
 
     @property
     def part(self) -> str | None:
-        return self.entry.name if isinstance(self.entry, CandidateStatus) else None
+        entry = self.entry
+        return entry.name if isinstance(entry, CandidateStatus | ServiceJobStatus) else None
 
     @property
     def label(self) -> str:
@@ -211,6 +264,7 @@ class _Pass:
     requeue_after: float | None = None
     problem: Problem | None = None
     spec: ProjectSpec | None = None
+    deferring: bool = False  # a new generation waits for the running stage to end
 
     @property
     def namespace(self) -> str:
@@ -232,51 +286,84 @@ class _Pass:
             self.status.observed_generation = self.obs.generation
             return
         self.spec = spec
-        if self.status.observed_generation != self.obs.generation:
-            self._restart(spec)
+        self._keep_router(spec)  # the live student keeps serving whatever else happens
         if spec.suspend:
             self.status.phase = Phase.SUSPENDED
+            self.status.observed_generation = self.obs.generation
+            self.status.pending_generation = None
             return
+        if self.status.observed_generation != self.obs.generation:
+            running = any(entry.state == StageState.RUNNING for entry in self.status.stages)
+            if running and self.status.observed_generation > 0:
+                self.deferring = True
+                self.status.pending_generation = self.obs.generation
+            else:
+                self._restart(spec)
         if self.status.phase == Phase.SUSPENDED:
             self.status.phase = Phase.RUNNING
         # Stages the operator decides itself finish within the pass, so go on until a
         # stage waits on the outside world (a job, a result, a retry) or the project ends.
         by_name = {entry.name: entry for entry in self.status.stages}
-        for _ in PIPELINE:
-            if self.status.phase.is_terminal():
+        for _ in range(len(PIPELINE) + 1):
+            if self.status.phase.is_terminal() and not self.deferring:
                 return
             waiting = (by_name[stage] for stage in RUN_ORDER)
             current = next((s for s in waiting if not s.state.is_terminal()), None)
-            if current is None:
+            if current is None and not self.deferring:
                 self.status.phase = Phase.MONITORING
+                self._lifecycle(spec)
                 return
-            self.status.stage = current.name
-            self.status.phase = Phase.RUNNING
-            self._step(spec, BY_STAGE[current.name], current)
-            if not current.state.is_terminal():
-                return
+            try:
+                if current is not None:
+                    self.status.stage = current.name
+                    self.status.phase = Phase.RUNNING
+                    self._step(spec, BY_STAGE[current.name], current)
+                if current is not None and not current.state.is_terminal():
+                    return
+                if self.deferring:  # the stage it waited for has ended
+                    raise _Superseded
+            except _Superseded:
+                self.deferring = False
+                self._restart(spec)
 
     def _restart(self, spec: ProjectSpec) -> None:
         """A new generation: walk the stages again; unchanged inputs re-use their results."""
-        for unit in running_units(self.status):
+        self._loop_back(spec, RUN_ORDER, "SpecChanged", "the spec changed")
+        self.status.observed_generation = self.obs.generation
+        self.status.pending_generation = None
+
+    def _loop_back(
+        self, spec: ProjectSpec, stages: tuple[Stage, ...], reason: str, message: str
+    ) -> None:
+        """Walk ``stages`` again; the router and the live student stay as they are."""
+        for unit in stage_units(self.status):
             self._stop(unit)
+        check = self.status.lifecycle.drift_check
+        if check is not None and check.state == StageState.RUNNING and check.job is not None:
+            self._stop(check)
+            self.status.lifecycle.drift_check = None
         for entry in self.status.stages:
+            if entry.name not in stages:
+                continue
             if entry.state != StageState.PENDING:
-                self._move(_unit(entry), StageState.PENDING, "SpecChanged", "the spec changed")
+                self._move(_unit(entry), StageState.PENDING, reason, message)
             entry.exit_condition = BY_STAGE[entry.name].exit_condition(spec)
             entry.attempt, entry.job, entry.next_attempt_at = 0, None, None
             entry.started_at = entry.finished_at = None
             entry.candidates = []
             entry.report_config_map = None
+        if self.status.serving is not None:  # a rollout in progress is abandoned
+            self._abandon_rollout(spec)
         self.status.phase = Phase.RUNNING
-        self.status.stage = Stage.DEFINE
+        self.status.stage = stages[0]
         self.status.student = None
         self.status.diagnosis = None
-        self.status.observed_generation = self.obs.generation
         self.requeue_after = 0
 
     def _step(self, spec: ProjectSpec, definition: StageDefinition, entry: StageStatus) -> None:
-        if entry.state == StageState.PENDING:
+        if definition is launch.DEFINITION:
+            self._launch(spec, entry)
+        elif entry.state == StageState.PENDING:
             verdict = definition.preflight(spec, self.obs.facts)
             if verdict is None and definition.decide is not None:
                 verdict = definition.decide(spec, self.obs.facts)
@@ -333,18 +420,28 @@ class _Pass:
             for stage in definition.upstream
             if entry.name == stage and entry.result_uri
         }
+        excerpt = definition.spec_excerpt(spec) if excerpt is None else excerpt
+        snapshot = self.status.lifecycle.redistillations
+        if definition.stage == Stage.SOURCE and snapshot:
+            # A loop back on fresh traffic: the same spec, a new snapshot of the files.
+            excerpt = {**excerpt, "snapshot": snapshot}
         return StageInput(
             project=self.obs.project,
             project_uid=self.obs.project_uid,
             stage=definition.stage.value,
-            spec=definition.spec_excerpt(spec) if excerpt is None else excerpt,
+            spec=excerpt,
             upstream=upstream,
             artifacts_uri=spec.artifacts.uri,
         )
 
     def _input_of(self, spec: ProjectSpec, unit: _Unit) -> StageInput:
-        parts = unit.definition.parts
-        excerpt = dict(parts(spec))[unit.part] if parts and unit.part else None
+        parts, excerpt = unit.definition.parts, None
+        if unit.definition is launch.ROUTER:
+            excerpt = launch.router_excerpt(spec)
+        elif unit.definition is launch.MONITOR:
+            excerpt = launch.monitor_excerpt(spec, check=self.status.lifecycle.drift_checks)
+        elif parts and unit.part:
+            excerpt = dict(parts(spec))[unit.part]
         return self._stage_input(spec, unit.definition, excerpt)
 
     def _new_attempt(self, spec: ProjectSpec, unit: _Unit, stage_input: StageInput) -> None:
@@ -409,7 +506,10 @@ class _Pass:
             progress = self.obs.progress.get(entry.result_uri)
             if progress:
                 entry.metrics = _bounded_numbers(progress, entry.max_metrics)
-            self._check_deadline(spec, unit)
+            if unit.definition.serves:
+                self._wait(self.settings.poll_seconds)
+            else:
+                self._check_deadline(spec, unit)
         else:
             entry.job.state = job.state.value
             # Platforms can call a job failed while parts of it still run (KubeRay's
@@ -493,6 +593,10 @@ class _Pass:
 
     def _attempt_failed(self, spec: ProjectSpec, unit: _Unit, reason: str, message: str) -> None:
         entry, policy = unit.entry, spec.policy
+        if self.deferring and isinstance(entry, StageStatus | CandidateStatus):
+            # The next attempt runs on the new spec, which may well be the fix.
+            self.actions.append(Emit("Warning", reason, f"{unit.label}: {message}"))
+            raise _Superseded
         if entry.attempt >= policy.max_retries:
             attempts = entry.attempt + 1
             verdict = Verdict(False, reason, f"{message} (gave up after {attempts} attempts)")
@@ -576,6 +680,220 @@ class _Pass:
         seconds = max(seconds, 0.0)
         if self.requeue_after is None or seconds < self.requeue_after:
             self.requeue_after = seconds
+
+    # --- Launch: the router and the rollout --------------------------------------------
+    def _keep_router(self, spec: ProjectSpec) -> None:
+        """Keep the router running on its current input; a new input (teacher, address)
+        gets a new router. It is created by the first Launch, and a crashed one restarts
+        with the stage policy's retries and backoff."""
+        serving = self.status.serving
+        if serving is None:
+            return
+        wanted = self._stage_input(spec, launch.ROUTER, launch.router_excerpt(spec))
+        router = serving.router
+        if router is None or router.input_hash != wanted.input_hash():
+            if router is not None and router.state == StageState.RUNNING and router.job:
+                self._stop(router)
+            serving.router = ServiceJobStatus(name="router")
+            serving.endpoint = None
+            self._begin(spec, _Unit(launch.ROUTER, serving.router), wanted)
+            return
+        if router.state == StageState.RUNNING:
+            self._watch(spec, _Unit(launch.ROUTER, router))
+        if router.state != StageState.RUNNING:  # gave up: a new input starts a new one
+            serving.endpoint = None
+            if serving.live is not None:
+                self.problem = Problem(router.reason or "RouterFailed",
+                                       f"the router failed: {router.message}")  # fmt: skip
+            return
+        seen = self.obs.router
+        current = seen.endpoint is not None and seen.endpoint.attempt == router.attempt
+        serving.endpoint = seen.endpoint.url if seen.endpoint and current else None
+        if serving.endpoint and seen.revision != serving.revision:
+            uri = routing_uri(artifacts_uri=spec.artifacts.uri, project=self.obs.project)
+            self.actions.append(WriteRouting(uri, launch.routing(spec, serving)))
+
+    def _launch(self, spec: ProjectSpec, entry: StageStatus) -> None:
+        serving = self.status.serving = self.status.serving or Serving()
+        if entry.state == StageState.PENDING:
+            student = self.status.student
+            if student is None or student.uri is None:
+                verdict = Verdict(False, "NoStudent", "no student came out of Iterate and Look")
+                self._finish(entry, verdict)
+                return
+            entry.started_at = timestamp(self.obs.now)
+            self._move(_unit(entry), StageState.RUNNING, "Started", f"rolling out {student.name}")
+            if serving.live is not None and serving.live.uri == student.uri:
+                serving.live = student
+                self._set_step(spec, None)  # new launch settings reach the router
+                message = f"{student.name} already serves all traffic"
+                self._finish(entry, Verdict(True, "StudentUnchanged", message))
+                return
+            serving.candidate = student
+            self._set_step(spec, 0)
+            if serving.router is None:  # the first launch: the router starts now
+                self._keep_router(spec)
+        router = serving.router
+        if router is not None and router.state == StageState.FAILED:
+            self._abandon_rollout(spec)
+            why = f"the router failed: {router.message}"
+            self._finish(entry, Verdict(False, router.reason or "RouterFailed", why))
+            return
+        self._judge(spec, entry, serving)
+
+    def _set_step(self, spec: ProjectSpec, index: int | None) -> None:
+        """Route by rollout step ``index``; None: the live student (or the teacher)
+        answers everything. Each change is a new routing revision."""
+        serving = self.status.serving
+        assert serving is not None
+        serving.step, serving.step_started_at, serving.metrics = index, None, {}
+        if index is not None:
+            step = launch.steps_of(spec)[index]
+            serving.mode = step.mode.value
+            serving.percent = {"shadow": 0, "canary": step.percent, "full": 100}[step.mode.value]
+        elif serving.live is not None:
+            serving.mode, serving.percent = "full", 100
+        else:
+            serving.mode, serving.percent = "teacher", 0
+        serving.revision += 1
+        self.requeue_after = 0
+
+    def _abandon_rollout(self, spec: ProjectSpec) -> None:
+        serving = self.status.serving
+        if serving is not None and serving.candidate is not None:
+            serving.candidate = None
+            self._set_step(spec, None)
+
+    def _judge(self, spec: ProjectSpec, entry: StageStatus, serving: Serving) -> None:
+        """Hold, advance or roll back the step in progress, on the router's counters."""
+        assert serving.step is not None and serving.candidate is not None
+        steps = launch.steps_of(spec)
+        if serving.step >= len(steps):  # a held spec change removed the step: it takes over
+            raise _Superseded
+        step = steps[serving.step]
+        where = f"step {serving.step + 1}/{len(steps)} ({launch.step_name(step)})"
+        seen = self.obs.router
+        if not serving.endpoint or seen.revision != serving.revision:
+            waiting = seen.error or f"the router to serve revision {serving.revision}"
+            entry.message = f"{where}: waiting for {waiting}"
+            self._wait(self.settings.poll_seconds)
+            return
+        serving.step_started_at = serving.step_started_at or timestamp(self.obs.now)
+        held = (self.obs.now - parse_timestamp(serving.step_started_at)).total_seconds()
+        counts = seen.counts.get(serving.revision, launch.RevisionCounts())
+        judged = launch.judge_step(spec, step, counts, held_seconds=held)
+        serving.metrics = judged.numbers
+        if judged.rollback:
+            name = serving.candidate.name
+            self._abandon_rollout(spec)
+            back_to = serving.live.name if serving.live else "the teacher"
+            message = f"{where}: {judged.summary}; traffic is back on {back_to}"
+            self._finish(entry, Verdict(False, "RolledBack", f"{name} rolled back at {message}"))
+        elif judged.advance and serving.step + 1 < len(steps):
+            self._set_step(spec, serving.step + 1)
+            entry.message = (
+                f"{where} passed ({judged.summary}); next {launch.step_name(steps[serving.step])}"
+            )
+            self.actions.append(Emit("Normal", "StepPassed", f"Launch: {entry.message}"))
+        elif judged.advance:
+            serving.live, serving.candidate, serving.step = serving.candidate, None, None
+            lifecycle = self.status.lifecycle
+            lifecycle.drifted, lifecycle.drift, lifecycle.drift_message = None, {}, ""
+            lifecycle.next_drift_check_at = None  # counted from now on
+            path = " -> ".join(launch.step_name(s) for s in steps)
+            message = f"{serving.live.name} serves all traffic after {path} ({judged.summary})"
+            self._finish(entry, Verdict(True, "RolledOut", message))
+        else:
+            left = max(step.hold_seconds - held, 0.0)
+            entry.message = f"{where}: {judged.summary}; holds {left:.0f}s more"
+            self._wait(
+                min(self.settings.poll_seconds, left) if left else self.settings.poll_seconds
+            )
+
+    # --- Lifecycle: drift checks, schedule, loops back to Source -------------------------
+    def _lifecycle(self, spec: ProjectSpec) -> None:
+        """A live student: check for drift now and then, re-distill on schedule."""
+        lifecycle, now = self.status.lifecycle, self.obs.now
+        if self.status.serving is None or self.status.serving.live is None:
+            return
+        due = []
+        if spec.lifecycle.schedule:
+            if lifecycle.next_scheduled_at is None:
+                upcoming = croniter(spec.lifecycle.schedule, now).get_next(datetime)
+                lifecycle.next_scheduled_at = timestamp(upcoming)
+            if now >= parse_timestamp(lifecycle.next_scheduled_at):
+                lifecycle.next_scheduled_at = None
+                self._redistill(spec, "Scheduled", f"the schedule {spec.lifecycle.schedule!r}")
+                return
+            due.append(parse_timestamp(lifecycle.next_scheduled_at))
+        check = lifecycle.drift_check
+        if check is not None and check.state == StageState.RUNNING:
+            self._watch(spec, _Unit(launch.MONITOR, check))
+            if check.state.is_terminal():
+                self._record_drift(spec, check)
+            return
+        every = timedelta(seconds=spec.lifecycle.drift_check_seconds)
+        if lifecycle.next_drift_check_at is None:
+            lifecycle.next_drift_check_at = timestamp(now + every)
+        if now >= parse_timestamp(lifecycle.next_drift_check_at):
+            lifecycle.drift_checks += 1
+            lifecycle.next_drift_check_at = timestamp(now + every)
+            lifecycle.drift_check = ServiceJobStatus(name=f"drift-{lifecycle.drift_checks}")
+            unit = _Unit(launch.MONITOR, lifecycle.drift_check)
+            self._begin(spec, unit, self._input_of(spec, unit))
+            return
+        due.append(parse_timestamp(lifecycle.next_drift_check_at))
+        self._wait(min((moment - now).total_seconds() for moment in due))
+
+    def _record_drift(self, spec: ProjectSpec, check: ServiceJobStatus) -> None:
+        """Traffic that moved away from the training data, or a live student that no
+        longer agrees with the teacher, is drift: decay over time points at Launch."""
+        lifecycle, serving = self.status.lifecycle, self.status.serving
+        assert serving is not None
+        if check.reason not in ("Drifted", "NoDrift"):
+            why = f"drift check {check.name} could not decide: {check.reason}: {check.message}"
+            self.actions.append(Emit("Warning", "DriftCheckFailed", why))
+            lifecycle.drift_message = why
+            return
+        numbers = {k: v for k, v in check.metrics.items() if k in ("sliceShift", "lengthShift")}
+        findings = [check.message] if check.reason == "Drifted" else []
+        counts = self.obs.router.counts.get(serving.revision, launch.RevisionCounts())
+        if counts.comparisons:
+            agreement = counts.agree / counts.comparisons
+            numbers["liveAgreement"] = round(agreement, 4)
+            if counts.comparisons >= spec.launch.min_requests and (
+                agreement < spec.launch.min_agreement
+            ):
+                findings.append(
+                    f"live agreement {agreement:.2f} < {spec.launch.min_agreement:g} over "
+                    f"{counts.comparisons} compared requests"
+                )
+        lifecycle.drift, lifecycle.drifted = numbers, bool(findings)
+        lifecycle.drift_message = "; ".join(findings) or check.message
+        if not findings:
+            return
+        message = lifecycle.drift_message
+        self.actions.append(
+            Emit(
+                "Warning",
+                "Drifted",
+                f"{serving.live.name if serving.live else 'student'}: {message}",
+            )
+        )
+        self.status.diagnosis = Diagnosis(stage=Stage.LAUNCH, reason="Drifted", message=message)
+        if spec.lifecycle.auto_redistill:
+            self._redistill(spec, "Drifted", message)
+
+    def _redistill(self, spec: ProjectSpec, reason: str, message: str) -> None:
+        """Loop back to Source on a fresh snapshot of the traffic; the live student
+        serves until a new one passes Look and is rolled out."""
+        lifecycle = self.status.lifecycle
+        lifecycle.redistillations += 1
+        lifecycle.last_trigger = Trigger(reason=reason, message=message, at=timestamp(self.obs.now))
+        self.actions.append(Emit("Normal", "Redistilling", f"{reason}: {message}"))
+        diagnosis = self.status.diagnosis
+        self._loop_back(spec, RUN_ORDER[1:], reason, f"re-distilling: {message}")
+        self.status.diagnosis = diagnosis  # why it loops back stays visible
 
 
 def _parts_line(entry: StageStatus) -> str:

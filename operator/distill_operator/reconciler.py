@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,15 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
-from distill_jobs.contract import StageResult, read_progress, read_result
+from distill_jobs.contract import (
+    ENDPOINT_FILE,
+    Endpoint,
+    StageResult,
+    read_model,
+    read_progress,
+    read_result,
+    write_model,
+)
 from distill_operator import machine, naming
 from distill_operator.api import JobRunStatus, ProjectSpec, ProjectStatus, StageState
 from distill_operator.errors import PermanentError, TransientError
@@ -30,12 +39,13 @@ from distill_operator.kube import Kube
 from distill_operator.launch.base import JobObservation, Launcher
 from distill_operator.launch.rayjob import RayJobLauncher, default_cluster_spec
 from distill_operator.launch.submit import SubmitLauncher
-from distill_operator.stages import Facts
+from distill_operator.stages import Facts, launch
 
 EventPoster = Callable[[str, str, str], None]
 MAX_PASSES = 16  # passes in one go while each one asks for the next at once
 REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it shows
 MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
+ROUTER_TIMEOUT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,7 @@ class _Seen:
     results: dict[str, StageResult] = field(default_factory=dict)
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
+    router: launch.RouterSeen = field(default_factory=launch.RouterSeen)
 
 
 @dataclass
@@ -150,7 +161,7 @@ async def _observe(
     namespace, name = project
     units = machine.running_units(status)
     found = await asyncio.gather(*(_observe_unit(runtime, spec, namespace, u) for u in units))
-    seen = _Seen()
+    seen = _Seen(router=await _observe_router(status))
     for report in machine.wanted_reports(status, name=name):
         made_from = await runtime.kube.config_map_annotation(
             namespace=namespace, name=report, key=REPORT_HASH
@@ -166,6 +177,26 @@ async def _observe(
         if progress is not None:
             seen.progress[unit.result_uri] = progress
     return seen
+
+
+async def _observe_router(status: ProjectStatus) -> launch.RouterSeen:
+    """Where the running router listens, and its metrics."""
+    directory = machine.router_dir(status)
+    if directory is None:
+        return launch.RouterSeen()
+    endpoint = await asyncio.to_thread(read_model, f"{directory}/{ENDPOINT_FILE}", Endpoint)
+    if endpoint is None:
+        return launch.RouterSeen()
+    try:
+        text = await asyncio.to_thread(_get_text, f"{endpoint.url}/metrics")
+    except (OSError, ValueError) as error:
+        return launch.RouterSeen(endpoint, error=f"the router at {endpoint.url}: {error}")
+    return launch.read_router_metrics(text, endpoint)
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=ROUTER_TIMEOUT_SECONDS) as response:
+        return str(response.read().decode())
 
 
 async def _observe_unit(
@@ -219,6 +250,8 @@ async def _carry_out(
                 )
             except PermanentError as error:  # it may still run: someone has to know
                 post_event("Warning", "StopRefused", f"job {action.job_id}: {error}")
+        elif isinstance(action, machine.WriteRouting):
+            await asyncio.to_thread(_write_routing, action)
         elif isinstance(action, machine.PublishReport):
             try:
                 await _publish(runtime, project, action)
@@ -277,6 +310,13 @@ async def _submit(runtime: Runtime, spec: ProjectSpec | None, action: machine.Su
     await asyncio.to_thread(launcher.submit, job)
 
 
+def _write_routing(action: machine.WriteRouting) -> None:
+    try:
+        write_model(action.routing, action.uri)
+    except OSError as error:
+        raise TransientError(f"writing {action.uri}: {error}") from error
+
+
 def _write_input(action: machine.WriteInput) -> None:
     try:
         with fsspec.open(action.uri, "w", auto_mkdir=True) as handle:
@@ -321,6 +361,7 @@ async def reconcile_project(
             launch_errors=refused.jobs,
             reports=seen.reports,
             report_errors=refused.reports,
+            router=seen.router,
         )
         decision = machine.reconcile(spec, status, obs, runtime.settings.machine)
         new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -16,16 +16,24 @@ from distill_operator.stages import BY_STAGE
 SLICES = {"billing": 60, "shipping": 50, "login": 40, "refund-fraud": 30}
 
 
-def write_traffic(directory: Path, *, seed: int = 7) -> int:
-    """Chat-JSONL traffic with distinct prompts and a rare critical slice, in two files."""
+def write_traffic(
+    directory: Path,
+    *,
+    seed: int = 7,
+    slices: dict[str, int] | None = None,
+    references: bool = False,
+) -> int:
+    """Chat-JSONL traffic with distinct prompts and a rare critical slice, in two files;
+    with ``references``, each row's known-good answer is its prompt's first word."""
     rng = random.Random(seed)
     rows = []
-    for slice_name, count in SLICES.items():
+    for slice_name, count in (slices or SLICES).items():
         for _ in range(count):
             words = " ".join("".join(rng.choices(string.ascii_lowercase, k=5)) for _ in range(8))
-            rows.append({"messages": [{"role": "user", "content": words}], "slice": slice_name})
+            row = {"messages": [{"role": "user", "content": words}], "slice": slice_name}
+            rows.append({**row, "reference": words.split()[0]} if references else row)
     rng.shuffle(rows)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     half = len(rows) // 2
     for index, part in enumerate((rows[:half], rows[half:])):
         lines = "\n".join(json.dumps(row) for row in part)

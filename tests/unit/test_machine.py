@@ -248,19 +248,41 @@ def test_an_invalid_spec_stalls_with_its_message_and_does_nothing() -> None:
     assert "spec.bar" in stalled.message
 
 
-def test_a_new_generation_stops_the_running_job_and_unchanged_inputs_keep_their_hash() -> None:
+def test_a_new_generation_waits_for_the_running_stage_and_unchanged_inputs_keep_their_hash() -> (
+    None
+):
     status = step(example_spec(), started_source()).status
     before = entry(status, Stage.SOURCE)
     # A change Source does not read (a rollout step) keeps its input hash.
     spec = example_spec(**{"launch.steps": [{"mode": "full"}]})
     decision = step(spec, status, generation=2)
-    [stop] = of_type(decision, StopJob)
-    assert stop.job_id == before.job.id
-    after = entry(decision.status, Stage.SOURCE)
+    assert not of_type(decision, StopJob), "the running stage finishes first"
+    assert decision.status.observed_generation == 1
+    assert decision.status.pending_generation == 2
+    reconciling = condition(decision.status, "Reconciling")
+    assert reconciling.reason == "SpecChangePending"
+    assert reconciling.message.startswith("generation 2 is picked up when Source ends")
+    done = step(spec, decision.status, generation=2, result=result_for(status, Stage.SOURCE))
+    assert done.status.observed_generation == 2 and done.status.pending_generation is None
+    after = entry(done.status, Stage.SOURCE)
     assert after.input_hash == before.input_hash and after.result_uri == before.result_uri
+    assert not of_type(done, SubmitJob), "its result is re-used, not run again"
+    changed = example_spec(**{"source.heldOutFraction": 0.25})
+    moved = step(changed, status, generation=2, result=result_for(status, Stage.SOURCE)).status
+    assert entry(moved, Stage.SOURCE).input_hash != before.input_hash
+
+
+def test_a_new_generation_takes_over_at_once_when_the_running_attempt_fails() -> None:
+    spec = example_spec(**{"policy.maxRetries": 3})
+    status = step(spec, started_source()).status
+    job_id = entry(status, Stage.SOURCE).job.id
+    fixed = example_spec(**{"policy.maxRetries": 3, "source.heldOutFraction": 0.25})
+    failed = JobObservation(job_id=job_id, state=JobState.FAILED, message="bad rows")
+    decision = step(fixed, status, generation=2, job=failed)
+    source = entry(decision.status, Stage.SOURCE)
     assert decision.status.observed_generation == 2
-    changed = step(example_spec(**{"source.heldOutFraction": 0.25}), status, generation=2).status
-    assert entry(changed, Stage.SOURCE).input_hash != before.input_hash
+    assert source.attempt == 0 and source.job.id != job_id, "no retry of the old input"
+    assert source.input_hash != entry(status, Stage.SOURCE).input_hash
 
 
 def test_suspend_starts_no_job() -> None:
@@ -435,7 +457,7 @@ def test_teach_input_carries_the_source_result_as_upstream() -> None:
     assert entry(decision.status, Stage.TEACH).state == StageState.RUNNING
 
 
-def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> None:
+def test_stages_passing_through_look_launch_the_chosen_student_behind_the_router() -> None:
     spec = example_spec()
     status = _through(spec, [Stage.SOURCE, Stage.INVESTIGATE, Stage.TEACH])
     tiny = candidate_result(
@@ -446,16 +468,22 @@ def test_all_stages_passing_ends_in_monitoring_with_the_student_recorded() -> No
     )
     small = candidate_result(status, "small", exitConditionMet=False, message="score 0.5 < 0.9")
     status = step(spec, status, results=results_at(status, tiny, small)).status
-    for stage in (Stage.LOOK, Stage.LAUNCH):
-        status = step(spec, status, result=result_for(status, stage)).status
-    status = step(spec, status).status
-    assert status.phase == Phase.MONITORING
+    status = step(spec, status, result=result_for(status, Stage.LOOK)).status
+    status = step(spec, status, reports={"demo-look": entry(status, Stage.LOOK).input_hash}).status
+    assert status.stage == Stage.LAUNCH and status.phase == Phase.RUNNING
+    assert entry(status, Stage.LAUNCH).state == StageState.RUNNING
+    assert status.serving is not None and status.serving.candidate.uri == "file:///tmp/s"
+    assert status.serving.router.job.id.startswith("dp-0a1b2c3d-launch-router-")
     assert status.student is not None and status.student.name == "tiny"
     assert status.student.uri == "file:///tmp/s"
     assert status.student.score == pytest.approx(0.93)
     headline = entry(status, Stage.ITERATE).metrics
     assert headline == {"parameters": 1e6, "score": 0.93}, "numbers only, tables stay out"
-    assert all(condition(status, s.exit_condition_type).status == "True" for s in Stage)
+    assert all(
+        condition(status, s.exit_condition_type).status == "True"
+        for s in Stage
+        if s != Stage.LAUNCH
+    )
 
 
 def test_conditions_keep_their_transition_time_until_they_flip() -> None:
@@ -784,14 +812,19 @@ def test_each_candidate_job_has_its_own_deadline() -> None:
     assert candidate(decision.status, "tiny").job.state == "Running", "tiny's clock began later"
 
 
-def test_a_spec_change_stops_every_running_candidate_job() -> None:
+def test_a_spec_change_waits_for_every_running_candidate_then_walks_the_stages_again() -> None:
     status = step(example_spec(), _through(example_spec(), TO_ITERATE)).status
-    ids = {c.job.id for c in entry(status, Stage.ITERATE).candidates}
+    before = [c.name for c in entry(status, Stage.ITERATE).candidates]
     spec = example_spec(**{"students.candidates": three_candidates()})
-    decision = step(spec, status, generation=2)
-    assert {s.job_id for s in of_type(decision, StopJob)} == ids
-    iterate = entry(decision.status, Stage.ITERATE)
-    assert iterate.state == StageState.PENDING and iterate.candidates == []
+    waiting = step(spec, status, generation=2)
+    assert not of_type(waiting, StopJob)
+    assert waiting.status.pending_generation == 2
+    done = [candidate_result(status, name) for name in before]
+    restarted = step(spec, waiting.status, generation=2, results=results_at(status, *done))
+    assert restarted.status.observed_generation == 2
+    assert entry(restarted.status, Stage.ITERATE).state == StageState.PENDING
+    source = entry(restarted.status, Stage.SOURCE)
+    assert source.input_hash == entry(status, Stage.SOURCE).input_hash, "re-used, not re-run"
 
 
 def test_a_deleted_project_stops_every_running_candidate_job() -> None:

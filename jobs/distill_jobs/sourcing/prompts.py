@@ -256,7 +256,8 @@ def near_group(system_text: str) -> str:
     return prompt_hash(system_text)
 
 
-def _decode_line(line: bytes) -> dict[str, Any] | Drop:
+def decode_line(line: bytes) -> dict[str, Any] | Drop:
+    """One line of JSON Lines (without its newline) to a record, or why it is not one."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -308,4 +309,4 @@ def json_records(data: bytes, *, path: str) -> Iterator[tuple[int, dict[str, Any
             return
     for number, line in enumerate(data.split(b"\n"), start=1):
         if line.strip():
-            yield number, _decode_line(line.rstrip(b"\r"))
+            yield number, decode_line(line.rstrip(b"\r"))

@@ -119,6 +119,8 @@ class Generation:
         finish_reason: ``stop`` (end-of-sequence) or ``length`` (hit the limit).
         prompt_tokens: tokens of the prompt.
         output_tokens: tokens generated, the end-of-sequence token included.
+        token_entropies: entropy (nats) of the full next-token distribution at each
+            output position, when asked for (None otherwise).
     """
 
     text: str
@@ -128,6 +130,7 @@ class Generation:
     finish_reason: str
     prompt_tokens: int
     output_tokens: int
+    token_entropies: list[float] | None = None
 
 
 class LocalGenerator:
@@ -164,6 +167,7 @@ class LocalGenerator:
         max_new_tokens: int,
         temperature: float = 0.0,
         top_k: int = 0,
+        entropies: bool = False,
     ) -> list[Generation]:
         """Answer every conversation in one batched ``generate``.
 
@@ -172,6 +176,8 @@ class LocalGenerator:
             max_new_tokens: generation limit.
             temperature: 0 is greedy; above 0 samples (no top-k/top-p truncation).
             top_k: candidates kept per output position (0: no top logprobs).
+            entropies: also compute each output position's entropy over the whole
+                vocabulary (``-sum p log p`` of the raw logits' softmax, in nats).
 
         Returns:
             One :class:`Generation` per conversation, in order.
@@ -204,10 +210,13 @@ class LocalGenerator:
                 **sampling,
             )
             new_tokens = out.sequences[:, encoded["input_ids"].shape[1] :]
-            chosen, top_values, top_ids = [], [], []
+            chosen, top_values, top_ids, entropy = [], [], [], []
             for step, logits in enumerate(out.logits):
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 chosen.append(logprobs.gather(1, new_tokens[:, step : step + 1]).squeeze(1))
+                if entropies:
+                    # entr(p) = -p log p, and 0 where p is 0 (no 0 * -inf).
+                    entropy.append(torch.special.entr(logprobs.exp()).sum(dim=-1))
                 if top_k > 0:
                     values, ids = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
                     top_values.append(values)
@@ -220,12 +229,14 @@ class LocalGenerator:
             if top_k > 0
             else None
         )
+        entropy_rows = torch.stack(entropy, dim=1).tolist() if entropies else None
         return [
             self._generation(
                 row=rows[i],
                 chosen=chosen_rows[i],
                 top=(top[0][i], top[1][i]) if top else None,
                 prompt_tokens=int(prompt_tokens[i]),
+                entropy=entropy_rows[i] if entropy_rows is not None else None,
             )
             for i in range(len(rows))
         ]
@@ -237,6 +248,7 @@ class LocalGenerator:
         chosen: list[float],
         top: tuple[list[list[float]], list[list[int]]] | None,
         prompt_tokens: int,
+        entropy: list[float] | None = None,
     ) -> Generation:
         eos = self.tokenizer.eos_token_id
         stop = row.index(eos) if eos in row else None
@@ -264,6 +276,7 @@ class LocalGenerator:
             finish_reason="length" if stop is None else "stop",
             prompt_tokens=prompt_tokens,
             output_tokens=length if stop is None else length + 1,
+            token_entropies=entropy[:length] if entropy is not None else None,
         )
 
 
@@ -278,6 +291,9 @@ def truncate(generation: Generation, *, max_new_tokens: int, top_k: int) -> Gene
             token_logprobs=generation.token_logprobs[:max_new_tokens],
             top_logprobs=generation.top_logprobs[:max_new_tokens]
             if generation.top_logprobs is not None
+            else None,
+            token_entropies=generation.token_entropies[:max_new_tokens]
+            if generation.token_entropies is not None
             else None,
             finish_reason="length",
             output_tokens=max_new_tokens,
@@ -296,6 +312,7 @@ class GenerationRequest:
     max_new_tokens: int
     temperature: float
     top_k: int
+    entropies: bool = False  # per-position entropies (LocalGenerator.generate)
 
 
 class Batcher:
@@ -349,6 +366,7 @@ class Batcher:
             max_new_tokens=max(r.max_new_tokens for r in requests),
             temperature=temperature,
             top_k=max(r.top_k for r in requests),
+            entropies=any(r.entropies for r in requests),
         )
         try:
             generations = await asyncio.get_running_loop().run_in_executor(self._executor, call)

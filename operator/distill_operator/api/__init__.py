@@ -8,12 +8,16 @@ from distill_operator.api.status import (
     Diagnosis,
     JobRecord,
     JobRunStatus,
+    LifecycleStatus,
     Phase,
     ProjectStatus,
+    ServiceJobStatus,
+    Serving,
     Stage,
     StageState,
     StageStatus,
     Student,
+    Trigger,
 )
 
 GROUP = "distill.dev"
@@ -36,11 +40,15 @@ __all__ = [
     "Diagnosis",
     "JobRecord",
     "JobRunStatus",
+    "LifecycleStatus",
     "Phase",
     "ProjectSpec",
     "ProjectStatus",
+    "ServiceJobStatus",
+    "Serving",
     "Stage",
     "StageState",
     "StageStatus",
     "Student",
+    "Trigger",
 ]

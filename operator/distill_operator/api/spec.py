@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from distill_operator.api.rules import ApiModel, Rule, UniqueNames
 
@@ -529,26 +529,147 @@ class Look(ApiModel):
     )
 
 
-class RolloutStep(ApiModel):
-    """One step of the staged rollout."""
+class RolloutMode(StrEnum):
+    SHADOW = "shadow"
+    CANARY = "canary"
+    FULL = "full"
 
-    mode: str = Field(pattern=r"^(shadow|canary|full)$", description="shadow, canary or full.")
+
+class RolloutStep(ApiModel):
+    """One step of the staged rollout: it holds for holdSeconds and advances only while
+    agreement and fallback rate stay within launch's bounds."""
+
+    mode: RolloutMode = Field(
+        description="shadow: the teacher answers and the student is compared on every "
+        "request; canary: percent of requests go to the student; full: all of them."
+    )
     percent: int = Field(default=0, ge=0, le=100, description="Student traffic share (canary).")
-    hold_seconds: int = Field(default=300, ge=0, description="How long the step holds.")
+    hold_seconds: int = Field(
+        default=300, ge=0, le=30 * 86400, description="How long the step holds at least."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.mode != 'canary' || (self.percent > 0 && self.percent < 100)",
+            message="a canary step needs percent between 1 and 99",
+            field_path=".percent",
+            holds=lambda step: step.mode != RolloutMode.CANARY or 0 < step.percent < 100,
+        ),
+    )
+
+
+class ConfidenceRule(StrEnum):
+    MEAN_LOGPROB = "mean_logprob"
+    ENTROPY = "entropy"
+
+
+class RouterSettings(ApiModel):
+    """Where the router listens."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:-]+$",
+        description="Address the router binds: 127.0.0.1 serves the node it runs on only, "
+        "0.0.0.0 every interface.",
+    )
+    port: int = Field(
+        default=0, ge=0, le=65535, description="Port; 0 picks a free one (status.serving.endpoint)."
+    )
 
 
 class Launch(ApiModel):
-    """Serving the student behind a router, and when to re-distill."""
+    """Serving the student behind a router (OpenAI chat completions) and rolling it out."""
 
-    confidence_rule: str = Field(default="mean_logprob", pattern=r"^(mean_logprob|entropy)$")
-    confidence_threshold: float = Field(default=-1.0, description="Below it, ask the teacher.")
-    steps: list[RolloutStep] = Field(default_factory=list, max_length=16)
-    min_agreement: float = Field(default=0.9, ge=0.0, le=1.0)
-    max_fallback_rate: float = Field(default=0.2, ge=0.0, le=1.0)
-    auto_redistill: bool = Field(default=False, description="Loop back to Source on drift.")
-    schedule: str | None = Field(
-        default=None, max_length=128, description="Cron schedule for re-distillation."
+    confidence_rule: ConfidenceRule = Field(
+        default=ConfidenceRule.MEAN_LOGPROB,
+        description="How the student's confidence in an answer is measured from its own token "
+        "probabilities: mean_logprob (confident when >= confidenceThreshold) or entropy "
+        "(mean next-token entropy, confident when <= confidenceThreshold).",
     )
+    confidence_threshold: float = Field(
+        default=-1.0,
+        ge=-1000.0,
+        le=1000.0,
+        description="The confidence bar: a request the student is not confident about is "
+        "answered by the teacher (a fallback).",
+    )
+    steps: list[RolloutStep] = Field(
+        default_factory=list,
+        max_length=16,
+        description="The staged rollout, e.g. shadow, canary 5%, canary 25%, full. Empty: "
+        "straight to full.",
+    )
+    min_agreement: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Least share of compared requests on which student and teacher agree "
+        "(the bar's metric >= 0.5); below it a step rolls back, and a live student counts "
+        "as drifted.",
+    )
+    max_fallback_rate: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Most share of the student's requests that may fall back to the teacher; "
+        "above it a step rolls back.",
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Requests the student must be asked in a step before the step is judged.",
+    )
+    sample_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of the student's answers also asked of the teacher and compared, "
+        "in canary and full (shadow compares every request).",
+    )
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+
+class Lifecycle(ApiModel):
+    """The live student as living infrastructure: drift checks and re-distillation."""
+
+    auto_redistill: bool = Field(
+        default=False,
+        description="Loop back to Source when drift is found (else: condition Drifted only).",
+    )
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Cron schedule (5 fields, UTC) for re-distilling on fresh traffic.",
+    )
+    drift_check_seconds: int = Field(
+        default=3600, ge=5, le=30 * 86400, description="Seconds between drift checks."
+    )
+    max_slice_shift: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Most total-variation distance between the live and the training slice mix.",
+    )
+    max_length_shift: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Most Kolmogorov-Smirnov distance between live and training prompt lengths.",
+    )
+    sample_rows: int = Field(
+        default=5000, ge=10, le=10_000_000, description="Live rows a drift check reads at most."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, schedule: str | None) -> str | None:
+        from croniter import croniter  # the operator's dependency; imported where checked
+
+        if schedule is not None and not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is not a cron schedule (5 fields: m h dom mon dow)")
+        return schedule
 
 
 class RayMode(StrEnum):
@@ -631,10 +752,15 @@ class ProjectSpec(ApiModel):
     teach: Teach = Field(default_factory=Teach)
     look: Look = Field(default_factory=Look)
     launch: Launch = Field(default_factory=Launch)
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     ray: Ray = Field(default_factory=Ray)
     artifacts: Artifacts
     policy: StagePolicy = Field(default_factory=StagePolicy)
-    suspend: bool = Field(default=False, description="Pause: no new stage job is started.")
+    suspend: bool = Field(
+        default=False,
+        description="Pause: no stage job, rollout step or drift check starts; a running job "
+        "finishes and the router keeps serving.",
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

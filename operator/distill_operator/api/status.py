@@ -183,6 +183,76 @@ class Student(ApiModel):
     score: float | None = None
 
 
+class ServiceJobStatus(JobRunStatus):
+    """A job of the lifecycle rather than of a stage: the router, or a drift check."""
+
+    max_metrics: ClassVar[int] = MAX_CANDIDATE_METRICS
+
+    name: str = Field(max_length=63, description="router, or drift-<check number>.")
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=MAX_CANDIDATE_METRICS)
+
+
+class Serving(ApiModel):
+    """The router in front of the student and the teacher, and the rollout through it."""
+
+    router: ServiceJobStatus | None = Field(
+        default=None, description="The router's Ray job; it outlives re-distillations."
+    )
+    endpoint: str | None = Field(
+        default=None, description="The router's base URL (OpenAI API: /v1/chat/completions)."
+    )
+    live: Student | None = Field(
+        default=None, description="The student answering traffic since its rollout finished."
+    )
+    candidate: Student | None = Field(default=None, description="The student being rolled out.")
+    revision: int = Field(default=0, ge=0, description="The routing revision written last.")
+    mode: str = Field(default="teacher", description="teacher, shadow, canary or full.")
+    percent: int = Field(default=0, ge=0, le=100, description="canary: the student's share.")
+    step: int | None = Field(
+        default=None, ge=0, description="The rollout step in progress (index in launch.steps)."
+    )
+    step_started_at: str | None = Field(
+        default=None, description="When the router began serving the step."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_CANDIDATE_METRICS,
+        description="The current revision's numbers: studentRequests, fallbackRate, "
+        "comparisons, agreement.",
+    )
+    message: str = Field(default="", max_length=4096)
+
+
+class Trigger(ApiModel):
+    """Why a re-distillation began."""
+
+    reason: str = Field(description="Drifted, Scheduled or SpecChanged.")
+    message: str = Field(default="", max_length=4096)
+    at: str
+
+
+class LifecycleStatus(ApiModel):
+    """Drift checks of the live student and re-distillations."""
+
+    redistillations: int = Field(
+        default=0, ge=0, description="Loops back to Source on fresh traffic (drift, schedule)."
+    )
+    last_trigger: Trigger | None = None
+    next_scheduled_at: str | None = Field(default=None, description="Next cron re-distillation.")
+    drift_checks: int = Field(default=0, ge=0, description="Drift checks started so far.")
+    next_drift_check_at: str | None = None
+    drift_check: ServiceJobStatus | None = Field(
+        default=None, description="The latest drift check's job (distill_jobs.monitor)."
+    )
+    drift: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_CANDIDATE_METRICS,
+        description="The latest check's numbers: sliceShift, lengthShift, liveAgreement.",
+    )
+    drifted: bool | None = Field(default=None, description="Whether the latest check found drift.")
+    drift_message: str = Field(default="", max_length=4096)
+
+
 class ProjectStatus(ApiModel):
     """Where the project stands: the current stage, each stage, conditions."""
 
@@ -200,4 +270,10 @@ class ProjectStatus(ApiModel):
         default=None,
         description="When the project fails or is weak: the stage at fault and the evidence "
         "(broad weakness → Source; specific slices → Teach or Look; decay → Launch).",
+    )
+    serving: Serving | None = Field(default=None, description="Launch: the router and rollout.")
+    lifecycle: LifecycleStatus = Field(default_factory=LifecycleStatus)
+    pending_generation: int | None = Field(
+        default=None,
+        description="A spec generation applied while a stage ran: picked up when it ends.",
     )

@@ -52,6 +52,8 @@ class StageDefinition:
             becomes the stage's (or None), and the stage's verdict.
         report: its result's ``artifacts["summary"]`` (a JSON object of strings) is
             published as a ConfigMap before the stage concludes.
+        serves: a long-running service (the router): no deadline; it writes a result
+            only when it cannot start.
     """
 
     stage: Stage
@@ -67,6 +69,7 @@ class StageDefinition:
         | None
     ) = None
     report: bool = False
+    serves: bool = False
 
     def spec_excerpt(self, spec: ProjectSpec) -> dict[str, Any]:
         """The spec sections this stage reads: its input, and so its input hash."""

@@ -32,6 +32,8 @@ def _rollout_problem(spec: ProjectSpec) -> str | None:
     ]
     if any(later < earlier for earlier, later in itertools.pairwise(shares)):
         return f"spec.launch.steps: student traffic must not shrink from step to step ({shares})"
+    if spec.launch.steps and spec.launch.steps[-1].mode != "full":
+        return "spec.launch.steps: the last step must be full (the rollout ends there)"
     return None
 
 
