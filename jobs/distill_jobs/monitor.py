@@ -411,17 +411,6 @@ def _message(found: drift.Drift, *, live: LiveMix, training: TrainingMix) -> str
     return message
 
 
-def _failure(stage_input: StageInput, failure: StageFailure) -> StageResult:
-    return StageResult(
-        stage=stage_input.stage,
-        input_hash=stage_input.input_hash(),
-        exit_condition_met=False,
-        reason=failure.reason,
-        message=str(failure),
-        metrics=failure.metrics,
-    )
-
-
 def _monitor(stage_input: StageInput) -> StageResult:
     try:
         settings = read_settings(stage_input.spec)
@@ -467,7 +456,7 @@ def work(stage_input: StageInput) -> StageResult:
     try:
         return _monitor(stage_input)
     except StageFailure as failure:
-        return _failure(stage_input, failure)
+        return failure.result(stage_input)
 
 
 def main() -> int:

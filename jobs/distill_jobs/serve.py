@@ -27,7 +27,6 @@ from distill_jobs.contract import (
     ENDPOINT_FILE,
     Endpoint,
     StageInput,
-    StageResult,
     write_model,
     write_result,
 )
@@ -141,17 +140,6 @@ async def _until_stopped(stopping: asyncio.Event | None) -> None:
     await stopping.wait()
 
 
-def failed_result(stage_input: StageInput, failure: StageFailure) -> StageResult:
-    return StageResult(
-        stage=stage_input.stage,
-        input_hash=stage_input.input_hash(),
-        exit_condition_met=False,
-        reason=failure.reason,
-        message=str(failure),
-        metrics=failure.metrics,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the router of ``--input`` until SIGTERM (0), or write why it cannot start (1)."""
     defaults = RouterSettings()
@@ -182,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(stage_input, settings=settings, environ=os.environ))
     except StageFailure as failure:
-        write_result(failed_result(stage_input, failure), stage_input.result_uri())
+        write_result(failure.result(stage_input), stage_input.result_uri())
         print(f"{stage_input.stage}: {failure.reason}: {failure}", file=sys.stderr)
         return 1
     return 0

@@ -35,6 +35,17 @@ class StageFailure(Exception):
         self.reason = reason
         self.metrics = dict(metrics or {})
 
+    def result(self, stage_input: StageInput) -> StageResult:
+        """The failed result of ``stage_input`` that says why."""
+        return StageResult(
+            stage=stage_input.stage,
+            input_hash=stage_input.input_hash(),
+            exitConditionMet=False,
+            reason=self.reason,
+            message=str(self),
+            metrics=self.metrics,
+        )
+
 
 def first_line(error: Exception, *, skip: int = 0) -> str:
     """The gist of an error's text: its first two non-empty lines (after ``skip``)."""
