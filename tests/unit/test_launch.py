@@ -6,7 +6,6 @@ routing revision in force, its counters by revision) and of its Ray job.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +36,7 @@ from distill_operator.machine import (
     parse_timestamp,
     timestamp,
 )
-from distill_operator.reconciler import OperatorSettings, Runtime, parse_spec, stop_project_jobs
+from distill_operator.reconciler import parse_spec
 from distill_operator.stages.launch import RevisionCounts, RouterSeen, read_router_metrics
 from manifests import example_manifest
 
@@ -45,11 +44,11 @@ from .test_machine import (
     SETTINGS,
     T0,
     TO_ITERATE,
-    RecordingLauncher,
     alternatives_missing,
     at_look,
     candidate_result,
     condition,
+    delete_project,
     entry,
     example_spec,
     look_result,
@@ -813,19 +812,8 @@ def test_a_deleted_project_stops_its_router_and_a_running_drift_check() -> None:
     status = step(spec, status, now=live_at + timedelta(seconds=601), **serving_now(status)).status
     check = status.lifecycle.drift_check
     assert check is not None and check.job is not None
-    body = {
-        "metadata": {"namespace": "ns", "name": "demo"},
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
-    launcher = RecordingLauncher()
-    runtime = Runtime(
-        kube=None,  # stopping jobs never touches the API server
-        settings=OperatorSettings(),
-        _submit_launchers={OperatorSettings().ray_address: launcher},
-    )
-    result = asyncio.run(stop_project_jobs(runtime, body))
-    assert result == [router_id(status), check.job.id] == launcher.stopped
+    stopped, seen = delete_project(spec, status)
+    assert stopped == [router_id(status), check.job.id] == seen
 
 
 # --- the router's metrics -----------------------------------------------------------------

@@ -827,11 +827,11 @@ def test_a_spec_change_waits_for_every_running_candidate_then_walks_the_stages_a
     assert source.input_hash == entry(status, Stage.SOURCE).input_hash, "re-used, not re-run"
 
 
-def test_a_deleted_project_stops_every_running_candidate_job() -> None:
-    status = step(example_spec(), _through(example_spec(), TO_ITERATE)).status
+def delete_project(spec: ProjectSpec, status: ProjectStatus) -> tuple[list[str], list[str]]:
+    """What deleting the project stops: as reported, and as the launcher saw it."""
     body = {
         "metadata": {"namespace": "ns", "name": "demo"},
-        "spec": example_manifest()["spec"],
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     launcher = RecordingLauncher()
@@ -840,9 +840,14 @@ def test_a_deleted_project_stops_every_running_candidate_job() -> None:
         settings=OperatorSettings(),
         _submit_launchers={OperatorSettings().ray_address: launcher},
     )
-    stopped = asyncio.run(stop_project_jobs(runtime, body))
+    return asyncio.run(stop_project_jobs(runtime, body)), launcher.stopped
+
+
+def test_a_deleted_project_stops_every_running_candidate_job() -> None:
+    status = step(example_spec(), _through(example_spec(), TO_ITERATE)).status
+    stopped, seen = delete_project(example_spec(), status)
     ids = [c.job.id for c in entry(status, Stage.ITERATE).candidates]
-    assert stopped == ids and launcher.stopped == ids
+    assert stopped == ids and seen == ids
 
 
 class RecordingLauncher:
