@@ -128,6 +128,34 @@ def traffic_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def deleted_at_the_end(projects: Projects, ray_jobs: JobSubmissionClient) -> Iterator[None]:
+    """Delete the project afterwards and see its jobs (the router above all) stop: the
+    Ray head is shared by the whole session, and a namespace is never really deleted
+    here (no kube-controller-manager), so nothing else would stop them."""
+    yield
+
+    def gone() -> bool:
+        try:
+            projects.get(NAME)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    if gone():  # never created
+        return
+    uid = projects.get(NAME)["metadata"]["uid"]
+    projects.delete(NAME)
+    wait_for("the project to be gone", gone)
+    prefix = f"dp-{uid.replace('-', '')[:8]}-"
+
+    def all_stopped() -> bool:
+        jobs = [j for j in ray_jobs.list_jobs() if (j.submission_id or "").startswith(prefix)]
+        return all(j.status.is_terminal() for j in jobs)
+
+    wait_for("every job of the project to stop", all_stopped, timeout_s=120)
+
+
+@pytest.fixture
 def client(projects: Projects, traffic_dir: Path) -> Iterator[TrafficClient]:
     prompts = [
         json.loads(line)["messages"][0]["content"]
@@ -145,6 +173,7 @@ def test_rollout_rollback_fix_redistill_and_drift_through_git_edits(
     tmp_path: Path,
     ray_jobs: JobSubmissionClient,
     client: TrafficClient,
+    deleted_at_the_end: None,
 ) -> None:
     teacher = build_tiny_model(directory=tmp_path / "teacher", seed=0, preset="small")
     overrides = {
