@@ -26,6 +26,7 @@ from distill_operator.devstack import (
     kubectl,
 )
 from distill_operator.launch.rayjob import KUBERAY_VERSION
+from kubelet_standin import KubeletStandIn
 from kuberay_standin import KubeRayStandIn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,4 +145,12 @@ def standin(
     with KubeRayStandIn(
         kubeconfig=str(kubeconfig), namespace=namespace, ray_address=ray_address
     ).running() as running:
+        yield running
+
+
+@pytest.fixture
+def kubelet(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[KubeletStandIn]:
+    """The kubelet stand-in: runs the test namespace's Deployments as local processes."""
+    standin = KubeletStandIn(kubeconfig=kubeconfig, namespace=namespace, log_dir=tmp_path / "pods")
+    with standin.running() as running:
         yield running

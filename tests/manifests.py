@@ -126,4 +126,13 @@ REFUSED = [
         "validation-fraction-over-half", {"spec.students.training.validationFraction": 0.9},
         "spec.students.training.validationFraction", "0.5",
     ),
+    BadManifest(
+        "router-deployment-on-any-port",
+        {"spec.launch.router": {"platform": "kubernetes", "port": 0}},
+        "spec.launch.router.port", "needs a fixed port",
+    ),
+    BadManifest(
+        "unknown-router-platform", {"spec.launch.router.platform": "nomad"},
+        "spec.launch.router.platform", "nomad",
+    ),
 ]  # fmt: skip

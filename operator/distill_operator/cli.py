@@ -114,8 +114,9 @@ def serving_lines(status: dict[str, Any]) -> list[str]:
     if serving.get("endpoint"):
         live = (serving.get("live") or {}).get("name", "no student (the teacher answers)")
         share = f" {serving.get('percent')}%" if serving.get("mode") == "canary" else ""
+        where = serving.get("service") or serving["endpoint"]  # clients want the stable one
         lines.append(
-            f"Serving: {live} at {serving['endpoint']}/v1/chat/completions, routing "
+            f"Serving: {live} at {where}/v1/chat/completions, routing "
             f"{serving.get('mode')}{share} (revision {serving.get('revision', 0)})"
         )
     candidate = serving.get("candidate")

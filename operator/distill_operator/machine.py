@@ -49,7 +49,7 @@ from distill_operator.api import (
 )
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.diagnosis import diagnose
-from distill_operator.launch.base import JobObservation, JobSpec, JobState
+from distill_operator.launch.base import JobObservation, JobSpec, JobState, Owner
 from distill_operator.stages import (
     BY_STAGE,
     PIPELINE,
@@ -455,7 +455,7 @@ class _Pass:
             input_hash=entry.input_hash,
             part=unit.part,
         )
-        entry.job = JobRecord(mode=spec.ray.mode, id=job_id, state="")
+        entry.job = JobRecord(mode=launch.job_mode(spec, unit.definition), id=job_id, state="")
         stage_input = stage_input.model_copy(update={"attempt": entry.attempt})
         self.actions.append(WriteInput(naming.input_uri(stage_input.stage_dir()), stage_input))
 
@@ -564,6 +564,7 @@ class _Pass:
                     f"--input {naming.input_uri(stage_dir)}",
                     labels=labels,
                     entrypoint_num_cpus=self.settings.driver_cpus,
+                    owner=Owner(name=labels["distill.dev/project"], uid=self.obs.project_uid),
                 ),
                 secret_env=_secret_env(spec, definition),
             )
@@ -615,6 +616,8 @@ class _Pass:
         if isinstance(unit.entry, StageStatus):
             self._finish(unit.entry, verdict, result)
             return
+        if unit.definition.serves and unit.entry.job is not None:
+            self._stop(unit.entry)  # a service that wrote a result is over; so is its pod
         self._close(unit, verdict, result)
         if isinstance(unit.entry, CandidateStatus) and result is not None:
             # A trained student, or the model an alternative is.
@@ -709,6 +712,13 @@ class _Pass:
         seen = self.obs.router
         current = seen.endpoint is not None and seen.endpoint.attempt == router.attempt
         serving.endpoint = seen.endpoint.url if seen.endpoint and current else None
+        project = self.obs.project.split("/", 1)[1]
+        on_kubernetes = router.job is not None and router.job.mode == "deployment"
+        serving.service = (
+            naming.router_service_url(project=project, namespace=self.namespace)
+            if on_kubernetes
+            else None
+        )
         if serving.endpoint and seen.revision != serving.revision:
             uri = routing_uri(artifacts_uri=spec.artifacts.uri, project=self.obs.project)
             self.actions.append(WriteRouting(uri, launch.routing(spec, serving)))

@@ -13,6 +13,7 @@ from distill_operator.api import Stage
 
 MAX_JOB_ID = 40
 MAX_OBJECT_NAME = 253  # a DNS-1123 subdomain: ConfigMap names
+MAX_SERVICE_NAME = 63  # a DNS-1035 label
 
 
 def job_id(
@@ -50,3 +51,22 @@ def report_name(*, project: str, stage: Stage) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: MAX_OBJECT_NAME - 9].rstrip('-.')}-{digest}"
+
+
+def router_service(project: str) -> str:
+    """The Service of a project's router on kubernetes: ``<project>-router``, a name
+    clients keep across router restarts. A Service name is a DNS-1035 label, so dots
+    become dashes, a leading digit gets a letter, and a long name is shortened with a
+    hash of the whole."""
+    name = f"{project.replace('.', '-')}-router"
+    if not name[0].isalpha():
+        name = f"r{name}"
+    if len(name) <= MAX_SERVICE_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_SERVICE_NAME - 9].rstrip('-')}-{digest}"
+
+
+def router_service_url(*, project: str, namespace: str) -> str:
+    """The in-cluster URL of a project's router Service (port 80)."""
+    return f"http://{router_service(project)}.{namespace}.svc"

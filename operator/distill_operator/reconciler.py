@@ -37,6 +37,7 @@ from distill_operator.api import JobRunStatus, ProjectSpec, ProjectStatus, Stage
 from distill_operator.errors import PermanentError, TransientError
 from distill_operator.kube import Kube
 from distill_operator.launch.base import JobObservation, Launcher
+from distill_operator.launch.deployment import DEFAULT_RESOURCES, DeploymentLauncher, RouterPod
 from distill_operator.launch.rayjob import RayJobLauncher, default_cluster_spec
 from distill_operator.launch.submit import SubmitLauncher
 from distill_operator.stages import Facts, launch
@@ -46,6 +47,7 @@ MAX_PASSES = 16  # passes in one go while each one asks for the next at once
 REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it shows
 MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
 ROUTER_TIMEOUT_SECONDS = 3.0
+DEFAULT_JOBS_IMAGE = "ghcr.io/distill-dev/distill-jobs:latest"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class OperatorSettings:
     """Operator-wide settings, from the environment (the Helm chart sets them)."""
 
     ray_address: str = "http://127.0.0.1:8265"
+    jobs_image: str = DEFAULT_JOBS_IMAGE  # the router's, where the spec names none
     machine: machine.Settings = field(default_factory=machine.Settings)
     idle_seconds: float = 300.0  # re-check of a project with nothing due (a resync)
 
@@ -60,6 +63,7 @@ class OperatorSettings:
     def from_env(cls) -> OperatorSettings:
         return cls(
             ray_address=os.environ.get("DISTILL_RAY_ADDRESS", cls.ray_address),
+            jobs_image=os.environ.get("DISTILL_JOBS_IMAGE", cls.jobs_image),
             machine=machine.Settings(
                 poll_seconds=float(os.environ.get("DISTILL_POLL_SECONDS", "5")),
                 driver_cpus=float(os.environ.get("DISTILL_DRIVER_CPUS", "0.1")),
@@ -101,6 +105,8 @@ class Runtime:
     _submit_launchers: dict[str, SubmitLauncher] = field(default_factory=dict)
 
     def launcher(self, spec: ProjectSpec | None, mode: str) -> Launcher:
+        if mode == DeploymentLauncher.mode:
+            return DeploymentLauncher(api_client=self.kube.api_client, pod=self._router_pod(spec))
         if mode == "rayjob":
             ray = spec.ray if spec else None
             template = (ray.ray_cluster_spec if ray else None) or default_cluster_spec(
@@ -111,6 +117,14 @@ class Runtime:
         if address not in self._submit_launchers:
             self._submit_launchers[address] = SubmitLauncher(address=address)
         return self._submit_launchers[address]
+
+    def _router_pod(self, spec: ProjectSpec | None) -> RouterPod:
+        if spec is None:  # observing or stopping needs no pod
+            return RouterPod(image=self.settings.jobs_image, port=0)
+        router = spec.launch.router
+        image = router.image or spec.ray.image or self.settings.jobs_image
+        resources = router.resources or DEFAULT_RESOURCES
+        return RouterPod(image=image, port=router.bind()[1], resources=resources)
 
 
 def _secret_refs(spec: ProjectSpec) -> list[tuple[str, str]]:
@@ -301,7 +315,9 @@ def _read_summary(uri: str) -> dict[str, str]:
 async def _submit(runtime: Runtime, spec: ProjectSpec | None, action: machine.SubmitJob) -> None:
     launcher = runtime.launcher(spec, action.mode)
     job = action.job
-    if action.secret_env:
+    if launcher.takes_secret_refs:
+        job = dataclasses.replace(job, secret_env=action.secret_env)
+    elif action.secret_env:
         secrets = {
             variable: await runtime.kube.secret_value(namespace=job.namespace, name=name, key=key)
             for variable, name, key in action.secret_env
@@ -388,4 +404,12 @@ async def stop_project_jobs(runtime: Runtime, body: dict[str, Any]) -> list[str]
         launcher = runtime.launcher(spec, unit.job.mode)
         await asyncio.to_thread(launcher.stop, job_id=unit.job.id, namespace=namespace)
         stopped.append(unit.job.id)
+    serving = parse_status(body.get("status")).serving
+    router_job = serving.router.job if serving and serving.router else None
+    if router_job is not None and router_job.mode == DeploymentLauncher.mode:
+        # No controller manager may collect the Service: delete it ourselves.
+        name, launcher = body["metadata"]["name"], runtime.launcher(spec, router_job.mode)
+        assert isinstance(launcher, DeploymentLauncher)
+        await asyncio.to_thread(launcher.delete_service, project=name, namespace=namespace)
+        stopped.append(naming.router_service(name))
     return stopped

@@ -1,18 +1,21 @@
 """Launch and the lifecycle under the real operator, control plane and local Ray.
 
 One project's story, in order, as a platform team would live it through Git:
-a rollout that rolls back (the confidence bar sends every request to the teacher), the
-same manifest applied again (nothing happens), a fix to the launch settings (only
-Launch re-runs, and the rollout advances step by step on live traffic), a new training
-setting (Iterate onward re-runs while the live student keeps serving; no Teach job),
-and drift injected by rewriting the traffic file (Drifted, then a loop back to Source).
-Requests flow through the router the whole time, from a client thread.
+a rollout that rolls back (the confidence bar sends every request to the teacher; the
+router is a job on Ray), the same manifest applied again (nothing happens), a fix to the
+launch settings that also moves the router onto Kubernetes (only Launch re-runs: the
+router becomes a Deployment behind the project's Service, and the rollout advances step
+by step on live traffic), a new training setting (Iterate onward re-runs while the live
+student keeps serving; no Teach job), and drift injected by rewriting the traffic file
+(Drifted, then a loop back to Source). Requests flow through the router the whole time,
+from a client thread. A stand-in kubelet runs the router's pod on this host.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import urllib.request
 from collections import Counter
@@ -21,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from ray.job_submission import JobSubmissionClient
 
 from distill_jobs.tiny import build_tiny_model
+from kubelet_standin import KubeletStandIn
 from manifests import example_manifest
 
 from .pipeline import SLICES, seed_investigate_result, write_traffic
@@ -120,6 +125,27 @@ def launch_finished(projects: Projects, generation: int, timeout_s: float = 900)
     return wait_for(f"Launch of generation {generation}", probe, timeout_s=timeout_s)  # type: ignore[no-any-return]
 
 
+def unused_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def owned_router_objects(projects: Projects, namespace: str, uid: str, *, deployment: str) -> None:
+    """The router's Deployment and the project's Service exist, owned by the project,
+    and the Service selects the Deployment's pods."""
+    apps, core = AppsV1Api(projects.custom.api_client), CoreV1Api(projects.custom.api_client)
+    made = apps.read_namespaced_deployment(deployment, namespace)
+    service = core.read_namespaced_service(f"{NAME}-router", namespace)
+    for thing in (made, service):
+        [owner] = thing.metadata.owner_references
+        assert (owner.kind, owner.uid) == ("DistillationProject", uid)
+    assert made.status.available_replicas == 1
+    labels = made.spec.template.metadata.labels
+    assert service.spec.selector.items() <= labels.items()
+
+
 @pytest.fixture
 def traffic_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "traffic"
@@ -128,7 +154,9 @@ def traffic_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def deleted_at_the_end(projects: Projects, ray_jobs: JobSubmissionClient) -> Iterator[None]:
+def deleted_at_the_end(
+    projects: Projects, ray_jobs: JobSubmissionClient, kubelet: KubeletStandIn, namespace: str
+) -> Iterator[None]:
     """Delete the project afterwards and see its jobs (the router above all) stop: the
     Ray head is shared by the whole session, and a namespace is never really deleted
     here (no kube-controller-manager), so nothing else would stop them."""
@@ -144,6 +172,7 @@ def deleted_at_the_end(projects: Projects, ray_jobs: JobSubmissionClient) -> Ite
     if gone():  # never created
         return
     uid = projects.get(NAME)["metadata"]["uid"]
+    router = ((projects.status(NAME).get("serving") or {}).get("router") or {}).get("job", {})
     projects.delete(NAME)
     wait_for("the project to be gone", gone)
     prefix = f"dp-{uid.replace('-', '')[:8]}-"
@@ -153,6 +182,11 @@ def deleted_at_the_end(projects: Projects, ray_jobs: JobSubmissionClient) -> Ite
         return all(j.status.is_terminal() for j in jobs)
 
     wait_for("every job of the project to stop", all_stopped, timeout_s=120)
+    apps, core = AppsV1Api(projects.custom.api_client), CoreV1Api(projects.custom.api_client)
+    assert not apps.list_namespaced_deployment(namespace).items, "the router's Deployment"
+    assert not core.list_namespaced_service(namespace).items, "the router's Service"
+    if router.get("mode") == "deployment":
+        wait_for("the router's pod to end", lambda: kubelet.pid_of(router["id"]) is None)
 
 
 @pytest.fixture
@@ -208,6 +242,7 @@ def test_rollout_rollback_fix_redistill_and_drift_through_git_edits(
             "maxFallbackRate": 0.5,
             "minAgreement": 0.0,
             "confidenceThreshold": 0.0,
+            "router": {"platform": "ray"},
         },
         "spec.lifecycle": {"autoRedistill": True, "driftCheckSeconds": 10},
     }
@@ -238,16 +273,24 @@ def test_rollout_rollback_fix_redistill_and_drift_through_git_edits(
     assert after["metadata"]["generation"] == before["metadata"]["generation"] == 1
     assert after["status"]["stages"] == before["status"]["stages"]
 
-    # 3. A reachable confidence bar: only Launch re-runs, and it advances step by step.
-    projects.patch(NAME, {"spec": {"launch": {"confidenceThreshold": -1000.0}}})
+    # 3. A reachable confidence bar, and the router moved onto Kubernetes: only Launch
+    # re-runs, the router becomes a Deployment (no Ray job), and it advances step by step.
+    port = unused_loopback_port()
+    router = {"platform": "kubernetes", "host": "127.0.0.1", "port": port}  # the pod's host
+    projects.patch(NAME, {"spec": {"launch": {"confidenceThreshold": -1000.0, "router": router}}})
     launch = launch_finished(projects, generation=2, timeout_s=300)
     assert launch["state"] == "Succeeded" and launch["reason"] == "RolledOut", launch
     assert "after shadow -> canary 50% -> full" in launch["message"]
     status = projects.status(NAME)
     assert status["phase"] == "Monitoring"
     assert status["serving"]["live"]["name"] == "tiny" and status["serving"]["mode"] == "full"
-    assert status["serving"]["router"]["job"]["id"] == router_id, "the router was not restarted"
+    deployment_job = status["serving"]["router"]["job"]
+    assert deployment_job["mode"] == "deployment" and deployment_job["id"] != router_id
+    assert ray_jobs.get_job_status(router_id).is_terminal(), "the Ray router was stopped"
     assert jobs_by_stage(ray_jobs, uid) == jobs, "nothing but Launch ran again"
+    assert status["serving"]["endpoint"] == f"http://127.0.0.1:{port}"
+    assert status["serving"]["service"] == f"http://{NAME}-router.{namespace}.svc"
+    owned_router_objects(projects, namespace, uid, deployment=deployment_job["id"])
     mark = len(client.answers)
     wait_for("answers from the live student", lambda: len(client.answers) > mark + 3)
     assert client.served_since(mark + 1)["student"] > 0
@@ -274,6 +317,9 @@ def test_rollout_rollback_fix_redistill_and_drift_through_git_edits(
     assert now["Iterate"] == jobs["Iterate"] + 2, now
     assert (now["Source"], now["Teach"]) == (jobs["Source"], jobs["Teach"]), now
     assert now["router"] == 1
+    assert status["serving"]["router"]["job"] == deployment_job | {"state": "Running"}, (
+        "the router's Deployment served through the re-distillation"
+    )
 
     # 5. Traffic drifts (the rare critical slice now dominates): Drifted, with the
     # numbers, and a loop back to Source on the new snapshot.

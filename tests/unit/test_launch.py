@@ -25,7 +25,8 @@ from distill_jobs.contract import (
     StageResult,
 )
 from distill_operator.api import Phase, ProjectSpec, ProjectStatus, Stage, StageState
-from distill_operator.launch.base import JobObservation, JobState
+from distill_operator.cli import serving_lines
+from distill_operator.launch.base import JobObservation, JobState, Owner
 from distill_operator.machine import (
     Decision,
     Emit,
@@ -75,7 +76,9 @@ LAUNCH = {
     "minAgreement": 0.9,
     "maxFallbackRate": 0.2,
     "confidenceThreshold": -1.0,
+    "router": {"platform": "ray"},  # as in the example; the kubernetes tests say so
 }
+ON_KUBERNETES = {"router": {"platform": "kubernetes"}}
 
 
 def rollout_spec(
@@ -231,7 +234,7 @@ DRIFTED = {
 
 # --- the router ---------------------------------------------------------------------
 def test_launch_starts_a_router_on_the_teacher_that_no_deadline_stops() -> None:
-    spec = rollout_spec()
+    spec = rollout_spec(launch=ON_KUBERNETES)
     decision = launching(spec)
     status = decision.status
     launch = entry(status, Stage.LAUNCH)
@@ -239,7 +242,9 @@ def test_launch_starts_a_router_on_the_teacher_that_no_deadline_stops() -> None:
     [write] = [w for w in of_type(decision, WriteInput) if w.stage_input.stage == "Launch"]
     assert set(write.stage_input.spec) == {"teacher", "router"}
     assert write.stage_input.spec["teacher"]["model"] == "/tmp/distill-demo/teacher"
-    assert write.stage_input.spec["router"] == {"host": "127.0.0.1", "port": 0}
+    # On kubernetes (the default) every interface of the pod, on a port a Service targets.
+    assert write.stage_input.spec["router"] == {
+        "platform": "kubernetes", "host": "0.0.0.0", "port": 8000}  # fmt: skip
     assert write.uri.startswith("file:///tmp/distill-demo/artifacts/ns/demo/launch/")
     assert router_id(status).startswith("dp-0a1b2c3d-launch-router-a0-")
     assert not of_type(decision, SubmitJob), "the router's id is saved before it is submitted"
@@ -249,6 +254,7 @@ def test_launch_starts_a_router_on_the_teacher_that_no_deadline_stops() -> None:
     assert submit.job.job_id == router_id(status)
     assert submit.job.entrypoint.startswith("python -m distill_jobs.serve --input file://")
     assert submit.job.labels["distill.dev/stage"] == "Launch"
+    assert submit.mode == "deployment" and submit.job.owner == Owner("demo", "0a1b2c3d-uid")
 
     past_deadline = T0 + timedelta(seconds=spec.policy.deadline_seconds * 3)
     still = step(spec, submitted.status, now=past_deadline, jobs=running_job(router_id(status)))
@@ -257,6 +263,41 @@ def test_launch_starts_a_router_on_the_teacher_that_no_deadline_stops() -> None:
     assert router.state == StageState.RUNNING and router.attempt == 0
     assert router.job.state == "Running" and router.reason == "Started"
     assert still.requeue_after == SETTINGS.poll_seconds
+
+
+def test_a_router_on_ray_is_a_job_of_the_project_s_ray_mode_on_loopback() -> None:
+    spec = rollout_spec()
+    status = launching(spec).status
+    [write] = [w for w in of_type(launching(spec), WriteInput) if w.stage_input.stage == "Launch"]
+    assert write.stage_input.spec["router"] == {"platform": "ray", "host": "127.0.0.1", "port": 0}
+    [submit] = of_type(step(spec, status, now=T0 + timedelta(seconds=1)), SubmitJob)
+    assert submit.mode == "submit"
+    listening = step(spec, status, **router_seen(status, revision=None))
+    assert listening.status.serving.endpoint and listening.status.serving.service is None
+
+
+def test_a_router_on_kubernetes_names_its_service_for_clients() -> None:
+    spec = rollout_spec(launch=ON_KUBERNETES)
+    status = launching(spec).status
+    listening = step(spec, status, **router_seen(status, revision=None))
+    assert listening.status.serving.endpoint == URL
+    assert listening.status.serving.service == "http://demo-router.ns.svc"
+
+
+def test_a_router_that_fails_to_start_has_its_deployment_deleted() -> None:
+    spec = rollout_spec(launch=ON_KUBERNETES)
+    status = step(spec, launching(spec).status, now=T0 + timedelta(seconds=1)).status
+    result = StageResult(
+        stage="Launch",
+        input_hash=status.serving.router.input_hash,
+        exit_condition_met=False,
+        reason="TeacherUnavailable",
+        message="spec.teacher.model: no such directory",
+    )
+    failed = step(spec, status, results={status.serving.router.result_uri: result})
+    assert [s.job_id for s in of_type(failed, StopJob)] == [router_id(status)]
+    assert failed.status.serving.router.state == StageState.FAILED
+    assert entry(failed.status, Stage.LAUNCH).reason == "TeacherUnavailable"
 
 
 # --- routing --------------------------------------------------------------------------
@@ -850,3 +891,20 @@ def test_a_router_that_counted_nothing_yet_reports_only_its_revision() -> None:
     Gauge(METRIC_REVISION, "in force", registry=registry)
     seen = read_router_metrics(generate_latest(registry).decode(), Endpoint(url=URL, attempt=0))
     assert seen.revision == 0 and seen.counts == {}
+
+
+def test_a_router_on_kubernetes_needs_a_fixed_port_for_its_service() -> None:
+    with pytest.raises(ValidationError, match="needs a fixed port"):
+        rollout_spec(launch={"router": {"platform": "kubernetes", "port": 0}})
+    on_ray = rollout_spec(launch={"router": {"platform": "ray", "port": 0}})
+    assert on_ray.launch.router.bind() == ("127.0.0.1", 0)
+
+
+def test_distill_status_points_clients_at_the_service_when_there_is_one() -> None:
+    spec = rollout_spec(launch=ON_KUBERNETES)
+    status = launching(spec).status
+    seen = step(spec, status, **router_seen(status, revision=None)).status
+    lines = serving_lines(seen.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert lines[0].startswith(
+        "Serving: no student (the teacher answers) at http://demo-router.ns.svc/v1"
+    )

@@ -7,7 +7,8 @@ import yaml
 from ray.job_submission import JobStatus
 
 from distill_operator.errors import LaunchError
-from distill_operator.launch.base import JobSpec, JobState
+from distill_operator.launch.base import JobSpec, JobState, Owner
+from distill_operator.launch.deployment import observe_deployment
 from distill_operator.launch.rayjob import (
     default_cluster_spec,
     fold_status,
@@ -138,6 +139,7 @@ def test_the_rayjob_carries_entrypoint_env_labels_and_cleanup() -> None:
         labels={"distill.dev/project": "p"},
         env={"STAGE": "Teach"},
         entrypoint_num_cpus=1.0,
+        owner=Owner(name="p", uid="u-1"),
     )
     manifest = rayjob_manifest(
         spec=spec, cluster_spec=default_cluster_spec(image="ray:x"), ttl_seconds_after_finished=60
@@ -146,6 +148,15 @@ def test_the_rayjob_carries_entrypoint_env_labels_and_cleanup() -> None:
         "name": "dp-1-teach-a1",
         "namespace": "ns",
         "labels": spec.labels,
+        # Collected with the project where a controller manager runs.
+        "ownerReferences": [
+            {
+                "apiVersion": "distill.dev/v1alpha1",
+                "kind": "DistillationProject",
+                "name": "p",
+                "uid": "u-1",
+            }
+        ],
     }
     rayjob = manifest["spec"]
     assert rayjob["jobId"] == "dp-1-teach-a1"
@@ -180,3 +191,14 @@ def test_a_long_ray_message_keeps_its_head_and_its_last_log_lines() -> None:
     assert short.startswith("Job entrypoint command failed")
     assert short.endswith("ValueError: boom")
     assert shorten_message("fine") == "fine"
+
+
+def test_a_router_deployment_is_pending_until_available_on_its_generation() -> None:
+    meta = {"name": "dp-1-launch-router-a0", "generation": 2}
+    old = {"observedGeneration": 1, "availableReplicas": 1}  # the previous template's pod
+    assert observe_deployment({"metadata": meta, "status": old}).state is JobState.PENDING
+    quota = {"type": "ReplicaFailure", "status": "True", "message": 'pods "x" is forbidden'}
+    blocked = observe_deployment({"metadata": meta, "status": {"conditions": [quota]}})
+    assert (blocked.state, blocked.message) == (JobState.PENDING, 'pods "x" is forbidden')
+    now = {"observedGeneration": 2, "availableReplicas": 1}
+    assert observe_deployment({"metadata": meta, "status": now}).state is JobState.RUNNING

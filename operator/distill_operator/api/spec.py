@@ -563,19 +563,61 @@ class ConfidenceRule(StrEnum):
     ENTROPY = "entropy"
 
 
-class RouterSettings(ApiModel):
-    """Where the router listens."""
+class RouterPlatform(StrEnum):
+    KUBERNETES = "kubernetes"
+    RAY = "ray"
 
-    host: str = Field(
-        default="127.0.0.1",
+
+class RouterSettings(ApiModel):
+    """Where the router runs and listens."""
+
+    platform: RouterPlatform = Field(
+        default=RouterPlatform.KUBERNETES,
+        description="kubernetes: a Deployment and a Service (<project>-router) owned by the "
+        "project, in its namespace; ray: a long-running job on the project's Ray cluster "
+        "(spec.ray), e.g. on a stack with no kubelet such as `distill dev up`.",
+    )
+    host: str | None = Field(
+        default=None,
         max_length=253,
         pattern=r"^[A-Za-z0-9.:-]+$",
         description="Address the router binds: 127.0.0.1 serves the node it runs on only, "
-        "0.0.0.0 every interface.",
+        "0.0.0.0 every interface. Default: 0.0.0.0 on kubernetes (the pod's address is "
+        "advertised), 127.0.0.1 on ray.",
     )
-    port: int = Field(
-        default=0, ge=0, le=65535, description="Port; 0 picks a free one (status.serving.endpoint)."
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port; 0 picks a free one (on ray only: a Service needs a fixed one). "
+        "Default: 8000 on kubernetes, 0 on ray. status.serving.endpoint says where it is.",
     )
+    image: ShortText | None = Field(
+        default=None,
+        description="kubernetes: the router's image (distill-operator[jobs]); default "
+        "spec.ray.image, else the operator's jobs image.",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="kubernetes: the router container's resources (requests, limits).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.platform != 'kubernetes' || !has(self.port) || self.port != 0",
+            message="platform kubernetes needs a fixed port (the Service targets it)",
+            field_path=".port",
+            holds=lambda r: r.platform != RouterPlatform.KUBERNETES or r.port != 0,
+        ),
+    )
+
+    def bind(self) -> tuple[str, int]:
+        """The host and port the router binds, defaults filled per platform."""
+        on_kubernetes = self.platform == RouterPlatform.KUBERNETES
+        host = self.host or ("0.0.0.0" if on_kubernetes else "127.0.0.1")
+        port = self.port if self.port is not None else (8000 if on_kubernetes else 0)
+        return host, port
 
 
 class Launch(ApiModel):

@@ -85,10 +85,10 @@ class Condition(ApiModel):
 
 
 class JobRecord(ApiModel):
-    """The Ray job of a stage attempt; its id is saved here before it is submitted."""
+    """The job of a stage attempt; its id is saved here before it is submitted."""
 
-    mode: str = Field(description="submit or rayjob.")
-    id: str = Field(description="Ray submission id, or RayJob name.")
+    mode: str = Field(description="submit, rayjob, or deployment (the router on kubernetes).")
+    id: str = Field(description="Ray submission id, RayJob name, or Deployment name.")
     state: str = Field(default="", description="The job's last observed state.")
     dashboard: str | None = Field(default=None, description="Where to read the job's logs.")
     submitted_at: str | None = Field(default=None, description="When the job was submitted.")
@@ -196,10 +196,19 @@ class Serving(ApiModel):
     """The router in front of the student and the teacher, and the rollout through it."""
 
     router: ServiceJobStatus | None = Field(
-        default=None, description="The router's Ray job; it outlives re-distillations."
+        default=None,
+        description="The router's job (a Deployment on kubernetes, a Ray job on ray); it "
+        "outlives re-distillations.",
     )
     endpoint: str | None = Field(
-        default=None, description="The router's base URL (OpenAI API: /v1/chat/completions)."
+        default=None,
+        description="Where the running router listens (OpenAI API: /v1/chat/completions); "
+        "the operator reads its /metrics there.",
+    )
+    service: str | None = Field(
+        default=None,
+        description="platform kubernetes: the router's Service, the stable in-cluster URL "
+        "for clients.",
     )
     live: Student | None = Field(
         default=None, description="The student answering traffic since its rollout finished."

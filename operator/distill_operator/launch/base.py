@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from distill_operator import api
+
 
 class JobState(StrEnum):
     PENDING = "Pending"
@@ -16,6 +18,19 @@ class JobState(StrEnum):
 
     def is_terminal(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The project a job belongs to, for the ownerReferences of what a launcher creates."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, str]:
+        """The ownerReference naming the project."""
+        kind = f"{api.GROUP}/{api.VERSION}"
+        return {"apiVersion": kind, "kind": api.KIND, "name": self.name, "uid": self.uid}
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,10 @@ class JobSpec:
     # CPUs reserved for the stage's driver: on a saturated cluster the job waits
     # (PENDING) for them instead of overcommitting the node.
     entrypoint_num_cpus: float = 0.0
+    owner: Owner | None = None
+    # (env var, Secret name, key): for launchers whose platform reads Secrets itself (a
+    # pod's secretKeyRef), so the value never enters the object they create.
+    secret_env: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,8 @@ class Launcher(Protocol):
     """Submits and watches stage jobs. Every method is idempotent by ``job_id``."""
 
     mode: str
+    # True: give it ``JobSpec.secret_env`` as references; False: resolve them into env.
+    takes_secret_refs: bool
 
     def observe(self, *, job_id: str, namespace: str) -> JobObservation | None:
         """The job's state, or None when no job with this id exists."""

@@ -49,11 +49,9 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, Final, cast
 
-import urllib3
 import yaml
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
@@ -61,9 +59,8 @@ from kubernetes.client.exceptions import ApiException
 from distill_operator.errors import (
     LaunchError,
     PermanentError,
-    TransientError,
-    UnreachableError,
 )
+from distill_operator.launch.apierrors import api_message, kubernetes_errors
 from distill_operator.launch.base import JobObservation, JobSpec, JobState
 from distill_operator.launch.submit import ray_job_dashboard, shorten_message
 
@@ -233,7 +230,8 @@ def rayjob_manifest(
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RayJob",
-        "metadata": {"name": spec.job_id, "namespace": spec.namespace, "labels": dict(spec.labels)},
+        "metadata": {"name": spec.job_id, "namespace": spec.namespace, "labels": dict(spec.labels)}
+        | ({"ownerReferences": [spec.owner.reference()]} if spec.owner else {}),
         "spec": rayjob_spec,
     }
 
@@ -251,6 +249,7 @@ class RayJobLauncher:
     """
 
     mode: str = "rayjob"
+    takes_secret_refs: bool = False
 
     def __init__(
         self,
@@ -267,7 +266,7 @@ class RayJobLauncher:
 
     def observe(self, *, job_id: str, namespace: str) -> JobObservation | None:
         """The RayJob's folded state, or None when there is no RayJob named ``job_id``."""
-        with _kubernetes_errors(f"reading RayJob {namespace}/{job_id}"):
+        with kubernetes_errors(f"reading RayJob {namespace}/{job_id}"):
             try:
                 rayjob = self._api.get_namespaced_custom_object(
                     group=GROUP,
@@ -294,7 +293,7 @@ class RayJobLauncher:
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
         )
         action = f"creating RayJob {spec.namespace}/{spec.job_id}"
-        with _kubernetes_errors(action):
+        with kubernetes_errors(action):
             try:
                 created = self._api.create_namespaced_custom_object(
                     group=GROUP,
@@ -318,13 +317,13 @@ class RayJobLauncher:
                         f"install KubeRay (>= {KUBERAY_VERSION}) or use spec.ray.mode: submit"
                     ) from error
                 if error.status in (400, 422):
-                    raise LaunchError(f"{action}: rejected: {_api_message(error)}") from error
+                    raise LaunchError(f"{action}: rejected: {api_message(error)}") from error
                 raise
         return observe_rayjob(cast(Mapping[str, Any], created))
 
     def stop(self, *, job_id: str, namespace: str) -> None:
         """Delete the RayJob (KubeRay stops its Ray job and cluster); no-op if it is gone."""
-        with _kubernetes_errors(f"deleting RayJob {namespace}/{job_id}"):
+        with kubernetes_errors(f"deleting RayJob {namespace}/{job_id}"):
             try:
                 self._api.delete_namespaced_custom_object(
                     group=GROUP,
@@ -338,31 +337,3 @@ class RayJobLauncher:
             except ApiException as error:
                 if error.status != 404:
                     raise
-
-
-def _api_message(error: ApiException) -> str:
-    """The API server's own explanation (``Status.message``), else the raw body."""
-    body = str(error.body or "")
-    try:
-        status = yaml.safe_load(body)  # JSON is YAML
-    except yaml.YAMLError:
-        return body or str(error.reason)
-    if isinstance(status, dict) and status.get("message"):
-        return str(status["message"])
-    return body or str(error.reason)
-
-
-@contextmanager
-def _kubernetes_errors(action: str) -> Iterator[None]:
-    """Translate API-server failures left unhandled by the caller into the operator's types."""
-    try:
-        yield
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise UnreachableError(f"{action}: Kubernetes API unreachable: {error}") from error
-    except ApiException as error:
-        status = int(error.status or 0)
-        if status >= 500:
-            raise UnreachableError(f"{action}: {status}: {_api_message(error)}") from error
-        if status == 429:
-            raise TransientError(f"{action}: throttled: {_api_message(error)}") from error
-        raise PermanentError(f"{action}: {status}: {_api_message(error)}") from error

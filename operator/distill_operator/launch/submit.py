@@ -102,6 +102,7 @@ class SubmitLauncher:
     """
 
     mode: str = "submit"
+    takes_secret_refs: bool = False
 
     def __init__(self, *, address: str) -> None:
         self.address = address

@@ -1,10 +1,11 @@
 """Launch and lifecycle: the student behind a router, rolled out step by step, then watched.
 
-The router (``distill_jobs.serve``) is one long-running Ray job per project that
-outlives re-distillations; the operator steers it through ``routing.json`` and reads
-its Prometheus metrics. The rollout steps are decided here, in the operator: a step
-holds for its duration and advances only while agreement and fallback rate stay within
-the spec's bounds, judged on the counters of the routing revision the step runs under.
+The router (``distill_jobs.serve``) is one long-running job per project that outlives
+re-distillations (a Deployment behind the project's Service, or a Ray job); the
+operator steers it through ``routing.json`` and reads its Prometheus metrics. The
+rollout steps are decided here, in the operator: a step holds for its duration and
+advances only while agreement and fallback rate stay within the spec's bounds, judged
+on the counters of the routing revision the step runs under.
 Drift checks (``distill_jobs.monitor``) are jobs of their own once a student is live.
 """
 
@@ -26,7 +27,7 @@ from distill_jobs.contract import (
     RoutingMode,
 )
 from distill_operator.api import ProjectSpec, Serving, Stage
-from distill_operator.api.spec import RolloutMode, RolloutStep
+from distill_operator.api.spec import RolloutMode, RolloutStep, RouterPlatform
 from distill_operator.stages.base import StageDefinition
 
 FULL = RolloutStep(mode=RolloutMode.FULL, hold_seconds=0)
@@ -51,7 +52,15 @@ def router_excerpt(spec: ProjectSpec) -> dict[str, Any]:
     """The router's input: only what needs a new router process (the teacher, where it
     listens); the rollout and the student reach it through routing.json."""
     dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return {"teacher": dumped["teacher"], "router": dumped["launch"]["router"]}
+    host, port = spec.launch.router.bind()
+    return {"teacher": dumped["teacher"], "router": dumped["launch"]["router"] | {
+        "host": host, "port": port}}  # fmt: skip
+
+
+def job_mode(spec: ProjectSpec, definition: StageDefinition) -> str:
+    """How a unit's job runs: the router on kubernetes as a Deployment, the rest on Ray."""
+    on_kubernetes = spec.launch.router.platform == RouterPlatform.KUBERNETES
+    return "deployment" if definition is ROUTER and on_kubernetes else spec.ray.mode.value
 
 
 def monitor_excerpt(spec: ProjectSpec, *, check: int) -> dict[str, Any]:
