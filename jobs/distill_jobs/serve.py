@@ -1,12 +1,13 @@
 """Launch's router (``python -m distill_jobs.serve --input URI``): serve until stopped.
 
-The input's spec is ``{"teacher": spec.teacher, "router": spec.launch.router}``; the
-student and the rollout step come from the project's ``routing.json``, polled (see
-:mod:`distill_jobs.serving`). Once listening, the router writes where
-(:class:`~distill_jobs.contract.Endpoint`) to ``endpoint.json`` in its stage directory,
-and serves until SIGTERM (Ray's job stop) or SIGINT, then exits 0. It writes no result
-while it serves: its only result is a failure to start (a teacher that cannot be made,
-an address that cannot be bound), written with the field to fix, and exit status 1.
+The input's spec is ``{"teacher": spec.teacher, "router": spec.launch.router,
+"maxOutputTokens": spec.teach.maxOutputTokens}``; the student and the rollout step come
+from the project's ``routing.json``, polled (see :mod:`distill_jobs.serving`). Once
+listening, the router writes where (:class:`~distill_jobs.contract.Endpoint`) to
+``endpoint.json`` in its stage directory, and serves until SIGTERM (Ray's job stop, a
+pod's end) or SIGINT, then exits 0. It writes no result while it serves: its only
+result is a failure to start (a teacher that cannot be made, an address that cannot be
+bound), written with the field to fix, and exit status 1.
 
 ``python -m distill_jobs.serve --input URI [--poll-seconds 1] [--max-tokens 512] ...``
 """
@@ -150,23 +151,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-tokens",
         type=int,
-        default=defaults.default_max_tokens,
-        help="output limit of a request that names none",
+        default=None,
+        help="output limit of a request that names none (default: the input's "
+        f"maxOutputTokens, the teacher's limit in Teach, else {defaults.default_max_tokens})",
     )
     parser.add_argument("--max-tokens-limit", type=int, default=defaults.max_tokens_limit)
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
     parser.add_argument("--device", default=None, help="where local models run (default: a GPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stage_input = load_input(args.input)
+    # The student learnt answers as long as the teacher's in Teach: no longer by default.
+    trained_limit = stage_input.spec.get("maxOutputTokens")
+    if not isinstance(trained_limit, int) or isinstance(trained_limit, bool):
+        trained_limit = defaults.default_max_tokens
     settings = RouterSettings(
         poll_seconds=args.poll_seconds,
         retry_load_seconds=args.retry_load_seconds,
-        default_max_tokens=args.max_tokens,
+        default_max_tokens=min(args.max_tokens or trained_limit, args.max_tokens_limit),
         max_tokens_limit=args.max_tokens_limit,
         max_batch=args.max_batch,
         device=args.device,
     )
-    stage_input = load_input(args.input)
     try:
         asyncio.run(serve(stage_input, settings=settings, environ=os.environ))
     except StageFailure as failure:

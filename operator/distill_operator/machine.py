@@ -306,6 +306,10 @@ class _Pass:
         by_name = {entry.name: entry for entry in self.status.stages}
         for _ in range(len(PIPELINE) + 1):
             if self.status.phase.is_terminal() and not self.deferring:
+                if self.status.phase == Phase.FAILED:
+                    # A re-distillation failed, but a live student still serves: its drift
+                    # checks and schedule go on, and either may start the next attempt.
+                    self._lifecycle(spec)
                 return
             waiting = (by_name[stage] for stage in RUN_ORDER)
             current = next((s for s in waiting if not s.state.is_terminal()), None)

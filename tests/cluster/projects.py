@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,14 @@ from manifests import example_manifest
 
 WAIT_S = 90.0
 RAY_IMAGE = "rayproject/ray:2.60.0-py311"
+
+
+def unused_loopback_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:

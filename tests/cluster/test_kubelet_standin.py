@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -16,7 +15,7 @@ from kubernetes.client import AppsV1Api, CoreV1Api, V1Deployment, V1Secret
 
 from kubelet_standin import KubeletStandIn
 
-from .projects import wait_for
+from .projects import unused_loopback_port, wait_for
 
 WAIT_S = 30.0
 # Records what the pod was given, then serves /healthz (and 404 elsewhere) on $PORT.
@@ -40,12 +39,6 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Health).serve_for
 def apis(kubeconfig: str) -> tuple[AppsV1Api, CoreV1Api]:
     client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     return AppsV1Api(client), CoreV1Api(client)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def deployment(name: str, env: list[dict[str, Any]], port: int) -> V1Deployment:
@@ -141,7 +134,7 @@ def test_a_deployment_runs_restarts_and_stops_as_a_local_process(
         field_env("POD_NAME", "metadata.name"),
         secret_env("TOKEN", "api", "token"),
     ]
-    apps.create_namespaced_deployment(namespace, deployment("web", env, free_port()))
+    apps.create_namespaced_deployment(namespace, deployment("web", env, unused_loopback_port()))
 
     seen = wait_for("web available", lambda: is_available(apps, "web", namespace), WAIT_S)
     conditions = {c["type"]: c for c in seen["conditions"]}
@@ -185,7 +178,7 @@ def test_a_missing_secret_or_key_holds_the_pod_until_it_is_there(
     apps, core = apis
     out = tmp_path / "seen.json"
     env = [{"name": "OUT", "value": str(out)}, secret_env("TOKEN", "late", "token")]
-    apps.create_namespaced_deployment(namespace, deployment("lost", env, free_port()))
+    apps.create_namespaced_deployment(namespace, deployment("lost", env, unused_loopback_port()))
 
     reason = wait_for("a waiting reason", lambda: kubelet.waiting_reason("lost"), WAIT_S)
     assert reason == "CreateContainerConfigError"
@@ -216,7 +209,7 @@ def test_a_new_template_replaces_the_pod_and_a_scale_to_zero_stops_it(
     apps, _ = apis
     out = tmp_path / "seen.json"
     env = [{"name": "OUT", "value": str(out)}, field_env("POD_NAME", "metadata.name")]
-    apps.create_namespaced_deployment(namespace, deployment("web", env, free_port()))
+    apps.create_namespaced_deployment(namespace, deployment("web", env, unused_loopback_port()))
     wait_for("web available", lambda: is_available(apps, "web", namespace), WAIT_S)
     first, first_pod = kubelet.pid_of("web"), json.loads(out.read_text())["env"]["POD_NAME"]
     assert first is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import urllib.request
 from collections import Counter
@@ -33,7 +32,7 @@ from kubelet_standin import KubeletStandIn
 from manifests import example_manifest
 
 from .pipeline import SLICES, seed_investigate_result, write_traffic
-from .projects import Projects, wait_for
+from .projects import Projects, unused_loopback_port, wait_for
 
 NAME = "launch"
 LENIENT_BAR = {"metric": "exact_match", "threshold": 0.0, "costPer1kRequests": 1000.0,
@@ -123,13 +122,6 @@ def launch_finished(projects: Projects, generation: int, timeout_s: float = 900)
         return launch if launch.get("finishedAt") else None
 
     return wait_for(f"Launch of generation {generation}", probe, timeout_s=timeout_s)  # type: ignore[no-any-return]
-
-
-def unused_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def owned_router_objects(projects: Projects, namespace: str, uid: str, *, deployment: str) -> None:

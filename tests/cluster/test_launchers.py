@@ -4,7 +4,6 @@ serving KubeRay's own RayJob CRD (a stand-in plays the KubeRay operator)."""
 from __future__ import annotations
 
 import itertools
-import socket
 import sys
 import threading
 import time
@@ -30,6 +29,8 @@ from distill_operator.launch.rayjob import (
 from distill_operator.launch.submit import SubmitLauncher
 from kuberay_standin import Fault, KubeRayStandIn
 
+from .projects import unused_loopback_port
+
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,14 +48,6 @@ def job_numbers() -> Iterator[int]:
 def job_id(run_id: str, job_numbers: Iterator[int]) -> str:
     """This test's job id, named with the run id: Ray's submission ids outlive namespaces."""
     return f"t{run_id}-launch-{next(job_numbers)}"
-
-
-def unused_loopback_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def wait_for(

@@ -428,13 +428,19 @@ def test_a_malformed_request_gets_400_in_openai_shape(
     assert metric(url, METRIC_REQUESTS) == 1
 
 
-def stage_input(root: Path, *, teacher: dict[str, Any], port: int = 0) -> StageInput:
+def stage_input(
+    root: Path, *, teacher: dict[str, Any], port: int = 0, max_output_tokens: int = 16
+) -> StageInput:
     return StageInput(
         project=PROJECT,
         project_uid="uid-router",
         stage="Launch",
         attempt=2,
-        spec={"teacher": teacher, "router": {"host": "127.0.0.1", "port": port}},
+        spec={
+            "teacher": teacher,
+            "router": {"host": "127.0.0.1", "port": port},
+            "maxOutputTokens": max_output_tokens,
+        },
         artifacts_uri=(root / "artifacts").as_uri(),
     )
 
@@ -442,7 +448,8 @@ def stage_input(root: Path, *, teacher: dict[str, Any], port: int = 0) -> StageI
 def test_the_workload_serves_until_sigterm_and_exits_zero(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    job = stage_input(tmp_path, teacher={"backend": "hf", "model": str(tiny_model_dir)})
+    teacher = {"backend": "hf", "model": str(tiny_model_dir)}
+    job = stage_input(tmp_path, teacher=teacher, max_output_tokens=1)
     set_routing(job.artifacts_uri, revision=1, mode="full", student=str(tiny_model_dir))
     input_path = tmp_path / "router-input.json"
     input_path.write_text(job.model_dump_json())
@@ -466,6 +473,9 @@ def test_the_workload_serves_until_sigterm_and_exits_zero(
         assert endpoint.url.startswith("http://127.0.0.1:")
         wait_for_revision(endpoint.url, 1)
         answer = chat(endpoint.url, PROMPTS[0])
+        longer = chat(endpoint.url, PROMPTS[0], max_tokens=64)
+        unnamed = {"model": PROJECT, "messages": [{"role": "user", "content": PROMPTS[0]}]}
+        _, _, trained_limit = post(endpoint.url, json.dumps(unnamed).encode())
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=WAIT_S)
     finally:
@@ -473,6 +483,9 @@ def test_the_workload_serves_until_sigterm_and_exits_zero(
             process.kill()
             process.communicate()
     assert answer["distill"]["servedBy"] == "student"
+    # A request naming no output limit gets Teach's (maxOutputTokens 1), not 512.
+    assert longer["usage"]["completion_tokens"] > 1, "the student says more when let"
+    assert trained_limit["usage"]["completion_tokens"] == 1, trained_limit
     assert process.returncode == 0, output[-4000:]
     assert read_result(job.result_uri()) is None  # a router that served writes no result
 

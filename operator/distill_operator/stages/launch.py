@@ -50,11 +50,16 @@ def step_name(step: RolloutStep) -> str:
 
 def router_excerpt(spec: ProjectSpec) -> dict[str, Any]:
     """The router's input: only what needs a new router process (the teacher, where it
-    listens); the rollout and the student reach it through routing.json."""
+    listens, the default output limit); the rollout and the student reach it through
+    routing.json."""
     dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     host, port = spec.launch.router.bind()
-    return {"teacher": dumped["teacher"], "router": dumped["launch"]["router"] | {
-        "host": host, "port": port}}  # fmt: skip
+    return {
+        "teacher": dumped["teacher"],
+        "router": dumped["launch"]["router"] | {"host": host, "port": port},
+        # A request naming no limit gets the one the teacher's answers were collected at.
+        "maxOutputTokens": spec.teach.max_output_tokens,
+    }
 
 
 def job_mode(spec: ProjectSpec, definition: StageDefinition) -> str:
