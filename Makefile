@@ -51,6 +51,7 @@ kuberay-crds: $(KUBERAY_CRDS)
 
 crds: venv
 	$(VENV)/bin/distill crd --out crds
+	cp crds/distill.dev_distillationprojects.yaml charts/distill-operator/crds/
 
 lint: venv
 	$(VENV)/bin/ruff check operator jobs tests bench

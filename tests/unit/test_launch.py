@@ -6,6 +6,7 @@ routing revision in force, its counters by revision) and of its Ray job.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from distill_jobs.contract import (
     RoutingMode,
     StageResult,
 )
+from distill_operator import naming
 from distill_operator.api import Phase, ProjectSpec, ProjectStatus, Stage, StageState
 from distill_operator.cli import serving_lines
 from distill_operator.launch.base import JobObservation, JobState, Owner
@@ -916,3 +918,21 @@ def test_distill_status_points_clients_at_the_service_when_there_is_one() -> Non
     assert lines[0].startswith(
         "Serving: no student (the teacher answers) at http://demo-router.ns.svc/v1"
     )
+
+
+@pytest.mark.parametrize(
+    ("project", "service"),
+    [
+        ("intents", "intents-router"),
+        ("team.intents", "team-intents-router"),  # a DNS-1035 label has no dots
+        ("7-eleven", "r7-eleven-router"),  # nor a leading digit
+    ],
+)
+def test_the_router_service_is_a_name_kubernetes_accepts(project: str, service: str) -> None:
+    assert naming.router_service(project) == service
+
+
+def test_a_long_project_name_gets_a_shortened_router_service_name_that_stays_apart() -> None:
+    first, second = naming.router_service("a" * 200), naming.router_service("a" * 199 + "b")
+    assert len(first) == len(second) == 63 and first != second
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", first)
