@@ -49,7 +49,13 @@ from distill_operator.api import (
 )
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.diagnosis import diagnose
-from distill_operator.launch.base import JobObservation, JobSpec, JobState, Owner
+from distill_operator.launch.base import (
+    DEPLOYMENT_MODE,
+    JobObservation,
+    JobSpec,
+    JobState,
+    Owner,
+)
 from distill_operator.stages import (
     BY_STAGE,
     PIPELINE,
@@ -717,7 +723,7 @@ class _Pass:
         current = seen.endpoint is not None and seen.endpoint.attempt == router.attempt
         serving.endpoint = seen.endpoint.url if seen.endpoint and current else None
         project = self.obs.project.split("/", 1)[1]
-        on_kubernetes = router.job is not None and router.job.mode == "deployment"
+        on_kubernetes = router.job is not None and router.job.mode == DEPLOYMENT_MODE
         serving.service = (
             naming.router_service_url(project=project, namespace=self.namespace)
             if on_kubernetes

@@ -397,15 +397,14 @@ async def stop_project_jobs(runtime: Runtime, body: dict[str, Any]) -> list[str]
     """Stop every running job of a project being deleted (the stage's, or each running
     candidate's); return what was stopped."""
     spec, _ = parse_spec(body.get("spec") or {})
-    namespace = body["metadata"]["namespace"]
+    namespace, status = body["metadata"]["namespace"], parse_status(body.get("status"))
     stopped = []
-    for unit in machine.running_units(parse_status(body.get("status"))):
+    for unit in machine.running_units(status):
         assert unit.job is not None
         launcher = runtime.launcher(spec, unit.job.mode)
         await asyncio.to_thread(launcher.stop, job_id=unit.job.id, namespace=namespace)
         stopped.append(unit.job.id)
-    serving = parse_status(body.get("status")).serving
-    router_job = serving.router.job if serving and serving.router else None
+    router_job = status.serving.router.job if status.serving and status.serving.router else None
     if router_job is not None and router_job.mode == DeploymentLauncher.mode:
         # No controller manager may collect the Service: delete it ourselves.
         name, launcher = body["metadata"]["name"], runtime.launcher(spec, router_job.mode)

@@ -31,12 +31,10 @@ from distill_jobs.tiny import build_tiny_model
 from kubelet_standin import KubeletStandIn
 from manifests import example_manifest
 
-from .pipeline import SLICES, seed_investigate_result, write_traffic
+from .pipeline import LENIENT_BAR, SLICES, TRAINING, seed_investigate_result, write_traffic
 from .projects import Projects, unused_loopback_port, wait_for
 
 NAME = "launch"
-LENIENT_BAR = {"metric": "exact_match", "threshold": 0.0, "costPer1kRequests": 1000.0,
-               "latencyP95Ms": 60000.0}  # fmt: skip
 STEPS = [
     {"mode": "shadow", "holdSeconds": 2},
     {"mode": "canary", "percent": 50, "holdSeconds": 2},
@@ -217,15 +215,7 @@ def test_rollout_rollback_fix_redistill_and_drift_through_git_edits(
                 {"name": "tiny", "preset": "tiny"},
                 {"name": "mentor", "pretrained": str(teacher)},
             ],
-            "training": {
-                "workers": 2,
-                "cpusPerWorker": 0.5,
-                "microBatchSize": 8,
-                "maxSteps": 4,
-                "learningRate": 1e-6,
-                "warmupSteps": 1,
-                "deepspeed": {"zeroStage": 2, "precision": "fp32"},
-            },
+            "training": TRAINING,
         },
         # A confidence bar no answer reaches: every request falls back to the teacher.
         "spec.launch": {

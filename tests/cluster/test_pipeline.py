@@ -10,7 +10,7 @@ import pytest
 from distill_jobs.tiny import build_tiny_model
 from manifests import example_manifest
 
-from .pipeline import seed_investigate_result, write_traffic
+from .pipeline import LENIENT_BAR, TRAINING, seed_investigate_result, write_traffic
 from .projects import Projects, wait_for
 
 
@@ -25,17 +25,6 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # of the teacher itself. At a learning rate this small neither moves much, so the copy
 # keeps answering as the teacher does and the tiny one does not: the bar decides who passes.
 CANDIDATES = [{"name": "tiny", "preset": "tiny"}, {"name": "mentor", "pretrained": "TEACHER"}]
-TRAINING = {
-    "workers": 2,
-    "cpusPerWorker": 0.5,
-    "microBatchSize": 8,
-    "maxSteps": 4,
-    "learningRate": 1e-6,
-    "warmupSteps": 1,
-    "deepspeed": {"zeroStage": 2, "precision": "fp32"},
-}
-LENIENT_BAR = {"metric": "exact_match", "threshold": 0.0, "costPer1kRequests": 1000.0,
-               "latencyP95Ms": 60000.0}  # fmt: skip
 
 
 EARLIER = ("Define", "Investigate", "Source", "Teach")

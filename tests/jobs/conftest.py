@@ -6,6 +6,7 @@ Ray runs in this process on loopback only, with a temporary directory of its own
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -36,6 +37,13 @@ def prompt(text: str, *, copy: int = 0, system: str | None = None) -> PromptReco
         slice="arithmetic",
         copy=copy,
     )
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    """One JSON line per row (a string row is written as it is: a malformed line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
 
 
 def unused_port() -> int:

@@ -31,6 +31,8 @@ from distill_jobs.sourcing.files import list_traffic
 from distill_jobs.sourcing.prompts import Drop
 from distill_jobs.sourcing.sampling import sample_traffic
 
+from .conftest import write_jsonl
+
 SUBPROCESS_TIMEOUT_S = 120
 SYSTEM = "You are the support assistant of an online shop."
 TRAINED_MIX = {"billing": 70, "shipping": 50, "refund-fraud": 6}
@@ -72,12 +74,6 @@ def traffic(mix: dict[str, int], *, seed: int, length: int = 8) -> list[dict[str
     rows = [ticket(rng, name, length=length) for name, count in mix.items() for _ in range(count)]
     rng.shuffle(rows)
     return rows
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 def read_json(uri: str) -> Any:

@@ -29,6 +29,8 @@ from distill_jobs.records import PromptRecord, prompt_hash
 from distill_jobs.runner import stage_main
 from distill_jobs.source import work
 
+from .conftest import write_jsonl
+
 SUBPROCESS_TIMEOUT_S = 240
 SYSTEM = "You are the support assistant of an online shop."
 NEAR_TICKET = (
@@ -63,12 +65,6 @@ def traffic(counts: dict[str, int], *, seed: int = 0) -> list[dict[str, Any]]:
     rows = [chat(words(rng), slice=name) for name, count in counts.items() for _ in range(count)]
     rng.shuffle(rows)
     return rows
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 def source_input(root: Path, **source: Any) -> StageInput:

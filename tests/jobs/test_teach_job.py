@@ -27,7 +27,7 @@ from distill_jobs.records import PromptRecord, TeacherRecord, prompt_hash
 from distill_jobs.teach import teacher_error, work
 from distill_jobs.teachers import ModelNotAvailableError
 
-from .conftest import unused_port
+from .conftest import unused_port, write_jsonl
 
 TESTS = Path(__file__).resolve().parents[1]
 JOB_TIMEOUT_S = 300
@@ -69,11 +69,6 @@ def training_prompts() -> list[PromptRecord]:
 
 
 HELD_OUT = [record(f"Held-out question {n}", slice_="chat") for n in range(2)]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def write_source(root: Path, *, train: list[PromptRecord]) -> str:

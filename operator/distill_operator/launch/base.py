@@ -8,6 +8,9 @@ from typing import Protocol
 
 from distill_operator import api
 
+DEPLOYMENT_MODE = "deployment"
+"""The launcher mode of a router on kubernetes (the others are spec.ray.mode's)."""
+
 
 class JobState(StrEnum):
     PENDING = "Pending"

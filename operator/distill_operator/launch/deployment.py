@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from distill_operator import naming
 from distill_operator.errors import LaunchError
 from distill_operator.launch.apierrors import api_message, kubernetes_errors
-from distill_operator.launch.base import JobObservation, JobSpec, JobState
+from distill_operator.launch.base import DEPLOYMENT_MODE, JobObservation, JobSpec, JobState
 
 FIELD_MANAGER: Final = "distill-operator"
 JOB_LABEL: Final = "distill.dev/job"
@@ -190,7 +190,7 @@ class DeploymentLauncher:
         request_timeout_s: Timeout of each call to the API server.
     """
 
-    mode: str = "deployment"
+    mode: str = DEPLOYMENT_MODE
     takes_secret_refs: bool = True
 
     def __init__(

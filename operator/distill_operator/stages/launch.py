@@ -28,6 +28,7 @@ from distill_jobs.contract import (
 )
 from distill_operator.api import ProjectSpec, Serving, Stage
 from distill_operator.api.spec import RolloutMode, RolloutStep, RouterPlatform
+from distill_operator.launch.base import DEPLOYMENT_MODE
 from distill_operator.stages.base import StageDefinition
 
 FULL = RolloutStep(mode=RolloutMode.FULL, hold_seconds=0)
@@ -65,7 +66,7 @@ def router_excerpt(spec: ProjectSpec) -> dict[str, Any]:
 def job_mode(spec: ProjectSpec, definition: StageDefinition) -> str:
     """How a unit's job runs: the router on kubernetes as a Deployment, the rest on Ray."""
     on_kubernetes = spec.launch.router.platform == RouterPlatform.KUBERNETES
-    return "deployment" if definition is ROUTER and on_kubernetes else spec.ray.mode.value
+    return DEPLOYMENT_MODE if definition is ROUTER and on_kubernetes else spec.ray.mode.value
 
 
 def monitor_excerpt(spec: ProjectSpec, *, check: int) -> dict[str, Any]:
