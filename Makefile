@@ -8,6 +8,7 @@ SHELL := bash
 PYTHON ?= python3.11
 K8S_VERSION := 1.35.4
 KUBERAY_VERSION := 1.6.2
+PROMETHEUS_OPERATOR_VERSION := 0.85.0
 CACHE := $(HOME)/.cache/distill-operator
 VENV := .venv
 LOCK_HASH := $(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
@@ -15,18 +16,21 @@ VENV_STAMP := $(VENV)/.installed-$(LOCK_HASH)
 CONTROLPLANE := $(CACHE)/controlplane/v$(K8S_VERSION)/.complete
 KUBERAY_CRDS := $(CACHE)/kuberay/v$(KUBERAY_VERSION)/.complete
 export DISTILL_KUBERAY_CRDS := $(CACHE)/kuberay/v$(KUBERAY_VERSION)
+PROMETHEUS_CRDS := $(CACHE)/prometheus-operator/v$(PROMETHEUS_OPERATOR_VERSION)/.complete
+export DISTILL_PROMETHEUS_CRDS := $(CACHE)/prometheus-operator/v$(PROMETHEUS_OPERATOR_VERSION)
 export TORCH_EXTENSIONS_DIR := $(CACHE)/torch-extensions
 export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv controlplane kuberay-crds crds lint test test-unit demo bench clean
+.PHONY: help venv controlplane kuberay-crds prometheus-crds crds docs lint test test-unit demo bench clean
 
 help:
 	@echo "make demo   run the example project on a local control plane and Ray cluster"
 	@echo "make test   lint, type-check and run every test (unit and cluster)"
-	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make crds   regenerate crds/, the chart's copy and docs/api.md from the API models"
+	@echo "make docs   regenerate docs/api.md (the API reference) from the API models"
 	@echo "make bench  benchmarks (tables on stdout, JSON in bench/results/)"
 
 $(VENV_STAMP): pyproject.toml requirements.lock
@@ -49,9 +53,17 @@ $(KUBERAY_CRDS): hack/fetch-kuberay-crds.sh
 
 kuberay-crds: $(KUBERAY_CRDS)
 
-crds: venv
+$(PROMETHEUS_CRDS): hack/fetch-prometheus-crds.sh
+	bash hack/fetch-prometheus-crds.sh $(PROMETHEUS_OPERATOR_VERSION) $(DISTILL_PROMETHEUS_CRDS)
+
+prometheus-crds: $(PROMETHEUS_CRDS)
+
+crds: venv docs
 	$(VENV)/bin/distill crd --out crds
 	cp crds/distill.dev_distillationprojects.yaml charts/distill-operator/crds/
+
+docs: venv
+	$(VENV)/bin/python -m distill_operator.apidocs --out docs/api.md
 
 lint: venv
 	$(VENV)/bin/ruff check operator jobs tests bench
@@ -61,7 +73,7 @@ lint: venv
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit
 
-test: venv controlplane kuberay-crds lint
+test: venv controlplane kuberay-crds prometheus-crds lint
 	$(VENV)/bin/pytest
 
 demo: venv controlplane

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ PROGRESS_FILE = "progress.json"
 # The operator resolves the teacher's Secret into this variable of a stage job's env;
 # the key is never in the spec, the input file or status.
 TEACHER_API_KEY_ENV = "DISTILL_TEACHER_API_KEY"
+ROUTER_TOKEN_ENV = "DISTILL_ROUTER_TOKEN"  # the bearer token clients of the router send
 
 
 class StageInput(BaseModel):
@@ -90,6 +92,53 @@ class StageResult(BaseModel):
     diagnosis: Diagnosis | None = Field(
         default=None, description="The stage at fault when the result is weak or failing."
     )
+
+
+class Spend(BaseModel):
+    """What one stage attempt spent, reported among its result's metrics under
+    :data:`SPEND_KEYS`; the operator sums attempts into ``status.cost``.
+
+    Accelerators are GPUs: work on CPUs counts 0 accelerator-seconds (the bar's cost per
+    1k requests, a projection of serving, is measured apart from this). A local (hf)
+    teacher on GPUs spends accelerator time; an API teacher spends tokens.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accelerator_seconds: float = Field(default=0.0, ge=0.0, description="GPUs held x seconds.")
+    teacher_input_tokens: int = Field(default=0, ge=0, description="Prompt tokens sent.")
+    teacher_output_tokens: int = Field(default=0, ge=0, description="Tokens generated.")
+
+    def metrics(self) -> dict[str, float | int]:
+        """The result metrics that report it."""
+        return {
+            SPEND_ACCELERATOR_SECONDS: round(self.accelerator_seconds, 3),
+            SPEND_TEACHER_INPUT_TOKENS: self.teacher_input_tokens,
+            SPEND_TEACHER_OUTPUT_TOKENS: self.teacher_output_tokens,
+        }
+
+    @classmethod
+    def reported(cls, metrics: dict[str, Any]) -> Spend | None:
+        """What a result's metrics report, or None when they report nothing (a workload
+        that does not report, or an older one): then the operator estimates."""
+        if not any(key in metrics for key in SPEND_KEYS):
+            return None
+        numbers = {}
+        for key in SPEND_KEYS:
+            value = metrics.get(key, 0)
+            usable = isinstance(value, int | float) and not isinstance(value, bool)
+            numbers[key] = value if usable and math.isfinite(value) and value >= 0 else 0
+        return cls(
+            accelerator_seconds=float(numbers[SPEND_ACCELERATOR_SECONDS]),
+            teacher_input_tokens=int(numbers[SPEND_TEACHER_INPUT_TOKENS]),
+            teacher_output_tokens=int(numbers[SPEND_TEACHER_OUTPUT_TOKENS]),
+        )
+
+
+SPEND_ACCELERATOR_SECONDS = "accelerator_seconds"
+SPEND_TEACHER_INPUT_TOKENS = "teacher_input_tokens"
+SPEND_TEACHER_OUTPUT_TOKENS = "teacher_output_tokens"
+SPEND_KEYS = (SPEND_ACCELERATOR_SECONDS, SPEND_TEACHER_INPUT_TOKENS, SPEND_TEACHER_OUTPUT_TOKENS)
 
 
 def write_result(result: StageResult, uri: str) -> None:

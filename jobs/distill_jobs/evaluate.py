@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 
 from distill_jobs.contract import StageInput, StageResult
@@ -27,9 +28,10 @@ from distill_jobs.evaluation.alternatives import investigate
 from distill_jobs.evaluation.look import look
 from distill_jobs.evaluation.outcome import Outcome
 from distill_jobs.runner import stage_main
+from distill_jobs.spending import SpendMeter
 from distill_jobs.upstream import StageFailure
 
-STAGES: MappingProxyType[str, Callable[[StageInput], Outcome]] = MappingProxyType(
+STAGES: MappingProxyType[str, Callable[[StageInput, SpendMeter], Outcome]] = MappingProxyType(
     {"Investigate": investigate, "Look": look}
 )
 
@@ -44,13 +46,16 @@ def work(stage_input: StageInput) -> StageResult:
             message=f"distill_jobs.evaluate runs {' and '.join(STAGES)}, not {stage_input.stage}",
         )
         return outcome.result(stage_input)
+    meter = SpendMeter()
     try:
-        outcome = evaluate(stage_input)
+        outcome = evaluate(stage_input, meter)
     except StageFailure as failure:
         outcome = Outcome(
             met=False, reason=failure.reason, message=str(failure), metrics=failure.metrics
         )
-    return outcome.result(stage_input)
+    # What the attempt spent, passed or failed, for the cost ledger (status.cost).
+    spent = {**outcome.metrics, **meter.spend().metrics()}
+    return replace(outcome, metrics=spent).result(stage_input)
 
 
 def main() -> int:

@@ -85,6 +85,9 @@ class TeacherRecord(BaseModel):
     )
     finish_reason: str | None = None
     output_tokens: int | None = None
+    input_tokens: int | None = Field(
+        default=None, description="The prompt in the teacher's tokens, as it counted them."
+    )
 
 
 class LeakError(ValueError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 
 from distill_jobs.contract import (
     ENDPOINT_FILE,
+    ROUTER_TOKEN_ENV,
     Endpoint,
     StageInput,
     write_model,
@@ -60,6 +62,26 @@ def this_host_address() -> str:
             return str(probe.getsockname()[0])
         except OSError:  # no route at all: the name's address is the best left
             return socket.gethostbyname(socket.gethostname())
+
+
+def client_token(spec: Mapping[str, Any], *, environ: Mapping[str, str]) -> str | None:
+    """The bearer token clients must send, when ``spec.router`` names one.
+
+    Raises:
+        StageFailure: ``RouterTokenMissing`` when it names one the environment lacks: a
+            router that was asked to check tokens never serves without.
+    """
+    ref = (spec.get("router") or {}).get("tokenSecretRef")
+    if not ref:
+        return None
+    token = environ.get(ROUTER_TOKEN_ENV, "")
+    if not token:
+        raise StageFailure(
+            "RouterTokenMissing",
+            f"spec.launch.router.tokenSecretRef: the router got no token ({ROUTER_TOKEN_ENV} "
+            f"is empty); check that Secret {ref.get('name')!r} has key {ref.get('key')!r}",
+        )
+    return token
 
 
 def endpoint_url(host: str, port: int) -> str:
@@ -99,6 +121,7 @@ async def serve(
     if not isinstance(teacher_spec, dict):
         raise StageFailure("InvalidInput", "spec.teacher: the router's input names no teacher")
     host, port = listen_address(stage_input.spec)
+    settings = dataclasses.replace(settings, token=client_token(stage_input.spec, environ=environ))
     teacher = open_router_teacher(
         teacher_spec,
         environ=environ,

@@ -37,7 +37,7 @@ import fsspec
 from pydantic import ValidationError
 
 from distill_jobs.collect import CollectionError, CollectionReport, collect
-from distill_jobs.contract import StageInput, StageResult
+from distill_jobs.contract import Spend, StageInput, StageResult
 from distill_jobs.filters import (
     DropReason,
     FilterOutcome,
@@ -128,7 +128,8 @@ def teach(stage_input: StageInput) -> StageResult:
         api_key=api_key,
     )
     answers = read_answers(files["outputs"])
-    check_collection(collection, prompts=prompts, answers=answers, teacher=teacher)
+    spent = attempt_spend(collection, answers=answers)
+    check_collection(collection, prompts=prompts, answers=answers, teacher=teacher, spent=spent)
     outcome = filter_outputs(answers, prompts=prompts, settings=settings)
     copies = Counter(row.id for row in rows)
     train_rows = write_artifacts(outcome, prompts=prompts, copies=copies, files=files)
@@ -139,6 +140,7 @@ def teach(stage_input: StageInput) -> StageResult:
         prompts=len(prompts),
         train_rows=train_rows,
         files=files,
+        spent=spent,
     )
 
 
@@ -257,12 +259,24 @@ def read_answers(uri: str) -> list[TeacherRecord]:
     return list(answers.values())
 
 
+def attempt_spend(report: CollectionReport, *, answers: Sequence[TeacherRecord]) -> Spend:
+    """What this attempt reports for the cost ledger: its GPU time, and the tokens of
+    every answer collected so far. Answers resumed from earlier attempts came from
+    attempts that wrote no result (a result ends the stage), so none reported them."""
+    return Spend(
+        accelerator_seconds=report.spend().accelerator_seconds,
+        teacher_input_tokens=sum(answer.input_tokens or 0 for answer in answers),
+        teacher_output_tokens=sum(answer.output_tokens or 0 for answer in answers),
+    )
+
+
 def check_collection(
     report: CollectionReport,
     *,
     prompts: Mapping[str, PromptRecord],
     answers: Sequence[TeacherRecord],
     teacher: Mapping[str, Any],
+    spent: Spend,
 ) -> None:
     """Fail when more than :data:`MAX_FAILED_SHARE` of the prompts are unanswered."""
     missing = len(prompts.keys() - {answer.id for answer in answers})
@@ -274,7 +288,7 @@ def check_collection(
         f"{_teacher_name(teacher)} ({_count_phrase(report.failed_by_reason) or 'none failed'} "
         f"in this attempt); more than {MAX_FAILED_SHARE:.0%} missing. The "
         f"{len(prompts) - missing} answers so far are kept and a retry asks only for the rest",
-        metrics=_collection_metrics(report) | {"missing": missing},
+        metrics=_collection_metrics(report, spent=spent) | {"missing": missing},
     )
 
 
@@ -295,12 +309,13 @@ def summarise(
     prompts: int,
     train_rows: int,
     files: Mapping[str, str],
+    spent: Spend,
 ) -> StageResult:
     """The result: passed when something was kept, with headline numbers and tables."""
     by_reason = outcome.dropped_by_reason()
     collected = len(outcome.kept) + len(outcome.dropped)
     metrics: Row = {
-        **_collection_metrics(collection),
+        **_collection_metrics(collection, spent=spent),
         "prompts": prompts,
         "collected": collected,
         "kept": len(outcome.kept),
@@ -360,7 +375,7 @@ def _count_phrase(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
 
 
-def _collection_metrics(report: CollectionReport) -> Row:
+def _collection_metrics(report: CollectionReport, *, spent: Spend | None = None) -> Row:
     return {
         "answered": report.answered,
         "failed": report.failed,
@@ -368,6 +383,8 @@ def _collection_metrics(report: CollectionReport) -> Row:
         "retries": report.retries,
         "output_tokens": report.output_tokens,
         "collect_seconds": report.seconds,
+        # For the operator's cost ledger (status.cost): this run's, unless told more.
+        **(spent or report.spend()).metrics(),
     }
 
 

@@ -35,6 +35,7 @@ from distill_jobs.bar import verdict
 from distill_jobs.contract import StageInput, StageResult, read_progress
 from distill_jobs.raycluster import connect
 from distill_jobs.runner import stage_main
+from distill_jobs.spending import SpendMeter
 from distill_jobs.training import data
 from distill_jobs.training.dsconfig import deepspeed_config
 from distill_jobs.training.loop import Plan, micro_batches_per_epoch, train_worker
@@ -78,16 +79,18 @@ class CandidateSpec:
 
 def work(stage_input: StageInput) -> StageResult:
     """Iterate (one candidate): train it with DeepSpeed under Ray Train, then measure it."""
+    meter = SpendMeter()
     try:
-        return train(stage_input)
+        return train(stage_input, meter=meter)
     except StageFailure as failure:
-        metrics = failure.metrics
+        # A failed attempt spent too: what it held counts in the cost ledger.
+        metrics = {**failure.metrics, **meter.spend().metrics()}
         return _result(
             stage_input, met=False, reason=failure.reason, message=str(failure), metrics=metrics
         )
 
 
-def train(stage_input: StageInput) -> StageResult:
+def train(stage_input: StageInput, *, meter: SpendMeter) -> StageResult:
     spec = CandidateSpec.parse(stage_input.spec)
     training, stage_dir = spec.training, stage_input.stage_dir()
     source = upstream_artifacts(stage_input, stage="Source", names=("held_out_hashes",))
@@ -125,9 +128,13 @@ def train(stage_input: StageInput) -> StageResult:
         pad_id=tokenizer.pad_token_id,
     )
     started = time.perf_counter()
-    fit(plan, training=training, run_name=f"train-{stage_input.input_hash()}")
+    # Ray Train holds every worker's GPUs while it runs; the measurement one worker's.
+    gpus = training.gpus_per_worker if plan.on_gpu else 0.0
+    with meter.holding(training.workers * gpus):
+        fit(plan, training=training, run_name=f"train-{stage_input.input_hash()}")
     train_seconds = time.perf_counter() - started
-    measured = measure(spec, plan=plan, validation=validation, tokenizer=tokenizer)
+    with meter.holding(1.0 if plan.on_gpu else 0.0):
+        measured = measure(spec, plan=plan, validation=validation, tokenizer=tokenizer)
     progress = read_progress(plan.progress_uri) or {}
     metrics = {
         "parameters": student.parameters,
@@ -142,6 +149,7 @@ def train(stage_input: StageInput) -> StageResult:
         "train_examples": len(tokenized.examples),
         "validation_prompts": len(validation),
         **{f"rows_{outcome}": count for outcome, count in sorted(tokenized.counts.items())},
+        **meter.spend().metrics(),
     }
     met, message = verdict(spec.bar, name=spec.candidate.name, metrics=metrics)
     return _result(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import random
 from typing import Any
 
 import kopf
 
 from distill_operator import handlers
+from distill_operator.telemetry import LOG_FORMATS, OperatorMetrics, configure_logging
 
 MAX_PRIORITY = 32767
 """Peers draw a priority in 0..MAX_PRIORITY (kopf's docs: bash's ``$RANDOM``)."""
@@ -43,8 +43,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="URL",
         help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        type=listen_address,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:8081 (off "
+        "unless given, so that operators sharing a machine never clash; empty: off)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="json: one object per line (time, level, logger, message, and project and "
+        "stage on lines about a project), for log pipelines; text (the default) for a terminal",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
+
+
+def listen_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::]:8081`` for IPv6) as (host, port); empty means None."""
+    if not text:
+        return None
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT with a port in 1..65535, e.g. 0.0.0.0:8081"
+        )
+    return host, int(port)
 
 
 def operator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,12 +101,18 @@ def operator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    metrics = OperatorMetrics()
+    configure_logging(log_format=args.log_format, verbose=args.verbose, book=metrics.projects)
+    if args.metrics_address is not None:
+        host, port = args.metrics_address
+        try:
+            metrics.serve(host=host, port=port)
+        except OSError as error:  # in use, or not an address of this host
+            message = f"distill-operator: cannot serve metrics on {host}:{port}: {error}"
+            raise SystemExit(message) from None
     assert handlers.RESOURCE  # the import registers the handlers
-    asyncio.run(kopf.operator(**operator_kwargs(args)))
+    memo = kopf.Memo(metrics=metrics)  # handlers.configure hands it to the reconciler
+    asyncio.run(kopf.operator(memo=memo, **operator_kwargs(args)))
     return 0
 
 

@@ -22,6 +22,7 @@ from distill_operator.reconciler import (
     reconcile_project,
     stop_project_jobs,
 )
+from distill_operator.telemetry import OperatorMetrics, about_project
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -31,7 +32,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.finalizer = "distill.dev/finalizer"
     settings.posting.level = logging.WARNING  # our own events tell the story, not kopf's
     settings.watching.server_timeout = 60
-    memo.runtime = Runtime(kube=Kube(load_api_client()), settings=OperatorSettings.from_env())
+    # The metrics `python -m distill_operator` serves, handed in through the memo.
+    metrics = memo.get("metrics") or OperatorMetrics()
+    memo.runtime = Runtime(
+        kube=Kube(load_api_client()), settings=OperatorSettings.from_env(), metrics=metrics
+    )
 
 
 def _wake_event(memo: kopf.Memo) -> asyncio.Event:
@@ -59,19 +64,21 @@ async def run_project(
     def post_event(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
 
-    while not stopped:
-        wake_up.clear()
-        try:
-            delay = await reconcile_project(
-                runtime, namespace=namespace, name=name, post_event=post_event, logger=logger
-            )
-        except TransientError as error:
-            logger.warning("retrying in %ss: %s", error.delay, error)
-            delay = error.delay
-        if delay is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake_up.wait(), timeout=max(delay, 0.05))
+    project = f"{namespace}/{name}"
+    with about_project(project, uid=body.metadata.uid or ""), runtime.metrics.tracking(project):
+        while not stopped:
+            wake_up.clear()
+            try:
+                delay = await reconcile_project(
+                    runtime, namespace=namespace, name=name, post_event=post_event, logger=logger
+                )
+            except TransientError as error:
+                logger.warning("retrying in %ss: %s", error.delay, error)
+                delay = error.delay
+            if delay is None:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake_up.wait(), timeout=max(delay, 0.05))
 
 
 @kopf.on.delete(*RESOURCE)

@@ -24,13 +24,15 @@ from typing import Any
 from croniter import croniter
 
 from distill_jobs.contract import (
+    ROUTER_TOKEN_ENV,
     TEACHER_API_KEY_ENV,
     Routing,
+    Spend,
     StageInput,
     StageResult,
     routing_uri,
 )
-from distill_operator import naming
+from distill_operator import ledger, naming
 from distill_operator.api import (
     CandidateStatus,
     Diagnosis,
@@ -346,11 +348,17 @@ class _Pass:
         self, spec: ProjectSpec, stages: tuple[Stage, ...], reason: str, message: str
     ) -> None:
         """Walk ``stages`` again; the router and the live student stay as they are."""
-        for unit in stage_units(self.status):
-            self._stop(unit)
+        for entry in self.status.stages:
+            if entry.state != StageState.RUNNING:
+                continue
+            for running in (entry, *entry.candidates):
+                if running.state == StageState.RUNNING and running.job is not None:
+                    self._stop(running)
+                    self._count_spend(_Unit(BY_STAGE[entry.name], running), None)
         check = self.status.lifecycle.drift_check
         if check is not None and check.state == StageState.RUNNING and check.job is not None:
             self._stop(check)
+            self._count_spend(_Unit(launch.MONITOR, check), None)
             self.status.lifecycle.drift_check = None
         for entry in self.status.stages:
             if entry.name not in stages:
@@ -500,6 +508,7 @@ class _Pass:
         result = self.obs.results.get(entry.result_uri)
         if result is not None and result.input_hash == entry.input_hash:
             if self._report_published(unit, result):
+                self._count_spend(unit, result)
                 self._conclude(unit, _verdict_of(result), result)
             return
         job = self.obs.jobs.get(entry.job.id)
@@ -525,6 +534,7 @@ class _Pass:
             # Platforms can call a job failed while parts of it still run (KubeRay's
             # deployment failed, Ray's job did not): stop it, so no attempt overlaps.
             self._stop(entry)
+            self._count_spend(unit, None)
             why = job.message or "it wrote no result"
             self._attempt_failed(spec, unit, "JobFailed", f"job {job.job_id} {job.state}: {why}")
 
@@ -598,6 +608,7 @@ class _Pass:
             self._wait(min(self.settings.poll_seconds, (deadline - self.obs.now).total_seconds()))
             return
         self._stop(entry)
+        self._count_spend(unit, None)
         limit = spec.policy.deadline_seconds
         message = f"job {entry.job.id} ran past spec.policy.deadlineSeconds ({limit}s)"
         self._attempt_failed(spec, unit, "DeadlineExceeded", message)
@@ -605,8 +616,10 @@ class _Pass:
     def _attempt_failed(self, spec: ProjectSpec, unit: _Unit, reason: str, message: str) -> None:
         entry, policy = unit.entry, spec.policy
         if self.deferring and isinstance(entry, StageStatus | CandidateStatus):
-            # The next attempt runs on the new spec, which may well be the fix.
+            # The next attempt runs on the new spec, which may well be the fix. This one
+            # is over (and counted): the loop back has nothing of it to stop or count.
             self.actions.append(Emit("Warning", reason, f"{unit.label}: {message}"))
+            entry.job = None
             raise _Superseded
         if entry.attempt >= policy.max_retries:
             attempts = entry.attempt + 1
@@ -620,6 +633,31 @@ class _Pass:
         self.actions.append(Emit("Warning", reason, f"{unit.label}: {entry.message}"))
         self._new_attempt(spec, unit, self._input_of(spec, unit))
         self._wait(delay)
+
+    def _count_spend(self, unit: _Unit, result: StageResult | None) -> None:
+        """Fold what an ended attempt spent into the cost ledger. Called where an attempt
+        ends, which happens once, so each attempt is counted once.
+
+        What the result reports counts; an attempt without a report (its job died, was
+        stopped, or is older than the report) is estimated as the GPUs its stage requests
+        times the wall time since submit, and marked estimated. A result re-used for an
+        unchanged input ran no job this time (none was submitted) and costs nothing; the
+        router's running cost is serving's, not distillation's.
+        """
+        entry, spec = unit.entry, self.spec
+        assert spec is not None
+        if unit.definition.serves or entry.job is None or entry.job.submitted_at is None:
+            return
+        spent = Spend.reported(result.metrics) if result is not None else None
+        estimated = spent is None
+        if spent is None:
+            wall = (self.obs.now - parse_timestamp(entry.job.submitted_at)).total_seconds()
+            accelerators = unit.definition.accelerators(spec)
+            spent = Spend(accelerator_seconds=max(wall, 0.0) * accelerators)
+        stage = unit.definition.stage
+        self.status.cost = ledger.fold(
+            self.status.cost, stage, spent, estimated=estimated, spec=spec
+        )
 
     def _conclude(self, unit: _Unit, verdict: Verdict, result: StageResult | None = None) -> None:
         """A unit is done: a stage moves the project on; a part only records its outcome."""
@@ -941,8 +979,13 @@ def _bounded_numbers(values: Mapping[str, Any], limit: int) -> dict[str, float]:
 
 
 def _secret_env(spec: ProjectSpec, definition: StageDefinition) -> tuple[tuple[str, str, str], ...]:
-    """Stages that talk to the teacher get its API key, by reference."""
-    ref = spec.teacher.api_key_secret_ref
-    if ref is None or "teacher" not in definition.reads:
-        return ()
-    return ((TEACHER_API_KEY_ENV, ref.name, ref.key),)
+    """Stages that talk to the teacher get its API key, and the router its clients'
+    token, by reference."""
+    env = []
+    key = spec.teacher.api_key_secret_ref
+    if key is not None and "teacher" in definition.reads:
+        env.append((TEACHER_API_KEY_ENV, key.name, key.key))
+    token = spec.launch.router.token_secret_ref
+    if token is not None and definition.serves:
+        env.append((ROUTER_TOKEN_ENV, token.name, token.key))
+    return tuple(env)

@@ -41,6 +41,7 @@ from distill_operator.launch.deployment import DEFAULT_RESOURCES, DeploymentLaun
 from distill_operator.launch.rayjob import RayJobLauncher, default_cluster_spec
 from distill_operator.launch.submit import SubmitLauncher
 from distill_operator.stages import Facts, launch
+from distill_operator.telemetry import OperatorMetrics
 
 EventPoster = Callable[[str, str, str], None]
 MAX_PASSES = 16  # passes in one go while each one asks for the next at once
@@ -48,6 +49,7 @@ REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it s
 MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
 ROUTER_TIMEOUT_SECONDS = 3.0
 DEFAULT_JOBS_IMAGE = "ghcr.io/distill-dev/distill-jobs:latest"
+STAGE_LABEL = "distill.dev/stage"  # on jobs (set by the machine) and report ConfigMaps
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Runtime:
 
     kube: Kube
     settings: OperatorSettings
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     _submit_launchers: dict[str, SubmitLauncher] = field(default_factory=dict)
 
     def launcher(self, spec: ProjectSpec | None, mode: str) -> Launcher:
@@ -128,7 +131,11 @@ class Runtime:
 
 
 def _secret_refs(spec: ProjectSpec) -> list[tuple[str, str]]:
-    refs = [spec.teacher.api_key_secret_ref, spec.artifacts.credentials_secret_ref]
+    refs = [
+        spec.teacher.api_key_secret_ref,
+        spec.artifacts.credentials_secret_ref,
+        spec.launch.router.token_secret_ref,
+    ]
     return [(ref.name, ref.key) for ref in refs if ref is not None]
 
 
@@ -255,6 +262,8 @@ async def _carry_out(
             except PermanentError as error:
                 refused.jobs[action.job.job_id] = str(error)
                 continue
+            stage = action.job.labels.get(STAGE_LABEL, "")
+            runtime.metrics.launched(stage=stage, mode=action.mode)
             logger.info("submitted job %s (%s)", action.job.job_id, action.mode)
         elif isinstance(action, machine.StopJob):
             launcher = runtime.launcher(spec, action.mode)
@@ -284,7 +293,7 @@ async def _publish(
         data=data,
         labels={
             "distill.dev/project": project["metadata"]["name"],
-            "distill.dev/stage": action.stage.value,
+            STAGE_LABEL: action.stage.value,
         },
         annotations={REPORT_HASH: action.input_hash},
     )
@@ -357,33 +366,13 @@ async def reconcile_project(
     """
     refused = _Refusals()
     for _ in range(MAX_PASSES):
-        body = await runtime.kube.get_project(namespace=namespace, name=name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        with runtime.metrics.reconcile_seconds.time():
+            passed = await _pass(
+                runtime, (namespace, name), refused, post_event=post_event, logger=logger, now=now
+            )
+        if passed is None:
             return None
-        spec, spec_error = parse_spec(body.get("spec") or {})
-        status = parse_status(body.get("status"))
-        facts = await _facts(runtime, namespace, spec, status)
-        seen = await _observe(runtime, spec, (namespace, name), status)
-        obs = machine.Observations(
-            now=now(),
-            generation=body["metadata"].get("generation", 1),
-            project=f"{namespace}/{name}",
-            project_uid=body["metadata"]["uid"],
-            facts=facts,
-            jobs=seen.jobs,
-            results=seen.results,
-            progress=seen.progress,
-            spec_error=spec_error,
-            launch_errors=refused.jobs,
-            reports=seen.reports,
-            report_errors=refused.reports,
-            router=seen.router,
-        )
-        decision = machine.reconcile(spec, status, obs, runtime.settings.machine)
-        new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if new_status != body.get("status"):
-            await runtime.kube.replace_status(project=body, status=new_status)
-        refused = await _carry_out(runtime, spec, body, decision.actions, post_event, logger)
+        decision, refused = passed
         if refused:
             continue  # the next pass records each refusal against what was refused
         if decision.requeue_after is None:
@@ -391,6 +380,51 @@ async def reconcile_project(
         if decision.requeue_after != 0:
             return decision.requeue_after
     return 0.0
+
+
+async def _pass(
+    runtime: Runtime,
+    project: tuple[str, str],
+    refused: _Refusals,
+    *,
+    post_event: EventPoster,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    now: Callable[[], datetime],
+) -> tuple[machine.Decision, _Refusals] | None:
+    """One pass: read, observe, decide, write status, act; None when the project is gone."""
+    namespace, name = project
+    body = await runtime.kube.get_project(namespace=namespace, name=name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    spec, spec_error = parse_spec(body.get("spec") or {})
+    status = parse_status(body.get("status"))
+    uid = body["metadata"]["uid"]
+    runtime.metrics.saw(f"{namespace}/{name}", uid=uid, status=status)  # for this pass's lines
+    facts = await _facts(runtime, namespace, spec, status)
+    seen = await _observe(runtime, spec, project, status)
+    obs = machine.Observations(
+        now=now(),
+        generation=body["metadata"].get("generation", 1),
+        project=f"{namespace}/{name}",
+        project_uid=uid,
+        facts=facts,
+        jobs=seen.jobs,
+        results=seen.results,
+        progress=seen.progress,
+        spec_error=spec_error,
+        launch_errors=refused.jobs,
+        reports=seen.reports,
+        report_errors=refused.reports,
+        router=seen.router,
+    )
+    decision = machine.reconcile(spec, status, obs, runtime.settings.machine)
+    new_status = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if new_status != body.get("status"):
+        await runtime.kube.replace_status(project=body, status=new_status)
+        # Counted once written: a failed write repeats the pass, and only then counts.
+        runtime.metrics.passed(obs.project, uid=uid, before=status, after=decision.status)
+    refused = await _carry_out(runtime, spec, body, decision.actions, post_event, logger)
+    return decision, refused
 
 
 async def stop_project_jobs(runtime: Runtime, body: dict[str, Any]) -> list[str]:

@@ -3,9 +3,11 @@
 helm is built from the Go module proxy on first use (hack/build-helm.sh), cached by
 version, unless ``HELM`` names a binary. Rendered manifests are applied to the session's
 control plane by server-side apply and read back: the Deployment, the RBAC objects, and
-``kubectl auth can-i`` as the operator's ServiceAccount. Cluster-scoped objects are named
-after the run and deleted afterwards; the chart's CRDs are deleted at the end of the
-session unless they were there before it.
+``kubectl auth can-i`` as the operator's ServiceAccount; the ServiceMonitor meets
+prometheus-operator's real CRD (``DISTILL_PROMETHEUS_CRDS``, else fetched from the Go module
+proxy by hack/fetch-prometheus-crds.sh). Cluster-scoped objects are named after the run and
+deleted afterwards; CRDs are deleted at the end of the session unless they were there
+before it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ CRD_FILE = "distill.dev_distillationprojects.yaml"
 HELM_VERSION = "3.19.0"
 FIELD_MANAGER = "distill-chart-test"
 LIVENESS = "http://0.0.0.0:8080/healthz"
+# What every operator container is given after its scope and peering flags, by default.
+OBSERVABILITY = [
+    "--liveness",
+    LIVENESS,
+    "--log-format",
+    "json",
+    "--metrics-address",
+    "0.0.0.0:8081",
+]
+PROMETHEUS_OPERATOR_VERSION = "0.85.0"  # the Makefile's
+DASHBOARD = CHART / "dashboards" / "distill-operator.json"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 
 Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
@@ -232,6 +245,10 @@ def test_the_charts_crd_is_the_generated_one_byte_for_byte() -> None:
         ("nonsense=1", "nonsense"),
         ("rbac.clusterwide=true", "clusterwide"),  # a misspelt nested key
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("logFormat=yaml", "logFormat"),
+        ("metrics.port=0", "port"),
+        ("metrics.serviceMonitor.interval=often", "interval"),
+        ("metrics.dashboard.lables.team=ml", "lables"),
     ],
 )
 def test_values_outside_the_schema_fail_the_render_naming_the_value(
@@ -246,7 +263,7 @@ def test_values_outside_the_schema_fail_the_render_naming_the_value(
 
 def test_the_flags_follow_scope_and_replicas(helm: Helm) -> None:
     assert container_args(documents(render(helm, "r", "ops"))) == [
-        "--namespace", "ops", "--standalone", "--liveness", LIVENESS,
+        "--namespace", "ops", "--standalone", *OBSERVABILITY,
     ]  # fmt: skip
 
     docs = documents(
@@ -254,7 +271,7 @@ def test_the_flags_follow_scope_and_replicas(helm: Helm) -> None:
     )
     assert container_args(docs) == [
         "--namespace", "team-a", "--namespace", "team-b",
-        "--peering", "r-distill-operator", "--liveness", LIVENESS,
+        "--peering", "r-distill-operator", *OBSERVABILITY,
     ]  # fmt: skip
     for kind in ("Role", "RoleBinding", "KopfPeering"):
         assert sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == kind) == [
@@ -271,10 +288,37 @@ def test_the_flags_follow_scope_and_replicas(helm: Helm) -> None:
 
     docs = documents(render(helm, "r", "ops", "rbac.clusterWide=true,replicaCount=2"))
     assert container_args(docs) == [
-        "--all-namespaces", "--peering", "r-distill-operator", "--liveness", LIVENESS,
+        "--all-namespaces", "--peering", "r-distill-operator", *OBSERVABILITY,
     ]  # fmt: skip
+
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "KopfPeering")]
     assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "r-distill-operator"
+
+    quiet = documents(render(helm, "r", "ops", "metrics.enabled=false,logFormat=text"))
+    assert container_args(quiet)[-4:] == ["--liveness", LIVENESS, "--log-format", "text"]
+    assert not [d for d in quiet if d["kind"] == "Service"], "no metrics Service"
+
+
+def test_a_shared_filesystem_store_mounts_into_the_operator_as_the_ray_user(helm: Helm) -> None:
+    """kind's file:// store: the operator and the Ray pods write the same directories."""
+    volume = {"name": "artifacts", "hostPath": {"path": "/var/distill-artifacts"}}
+    mount = {"name": "artifacts", "mountPath": "/var/distill-artifacts"}
+    manifests = helm(
+        "template", "r", str(CHART), "--kube-version", K8S_VERSION,
+        "--set", "runAsUser=1000,runAsGroup=1000",
+        "--set-json", f"extraVolumes=[{json.dumps(volume)}]",
+        "--set-json", f"extraVolumeMounts=[{json.dumps(mount)}]",
+    ).stdout  # fmt: skip
+    pod = one(documents(manifests), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
+    assert volume in pod["volumes"] and {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert mount in pod["containers"][0]["volumeMounts"]
+
+    refused = helm(
+        "template", "r", str(CHART), "--kube-version", K8S_VERSION, "--set", "runAsUser=0",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "runAsUser" in refused.stderr, refused.stderr
 
 
 def test_the_default_install_is_restricted_and_least_privileged(
@@ -302,7 +346,7 @@ def test_the_default_install_is_restricted_and_least_privileged(
     (container,) = pod["containers"]
     assert container["image"] == f"ghcr.io/distill-dev/distill-operator:{APP_VERSION}"
     assert container["command"] == ["python", "-m", "distill_operator"]
-    assert container["args"] == ["--namespace", namespace, "--standalone", "--liveness", LIVENESS]
+    assert container["args"] == ["--namespace", namespace, "--standalone", *OBSERVABILITY]
     security = container["securityContext"]
     assert security["allowPrivilegeEscalation"] is False
     assert security["readOnlyRootFilesystem"] is True
@@ -317,6 +361,13 @@ def test_the_default_install_is_restricted_and_least_privileged(
         assert container[probe]["httpGet"]["path"] == "/healthz"
         assert container[probe]["httpGet"]["port"] == "health"
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    metrics = get(kubeconfig, "-n", namespace, "service", f"{name}-metrics")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert metrics["spec"]["selector"].items() <= labels.items(), "selects the operator pods"
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "protocol": "TCP", "targetPort": "metrics"}
+    ]
     assert container["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"memory": "512Mi"},
@@ -372,7 +423,7 @@ def test_cluster_wide_with_two_replicas_peers_through_a_cluster_kopf_peering(
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["--all-namespaces", "--peering", name, "--liveness", LIVENESS]
+    assert container["args"] == ["--all-namespaces", "--peering", name, *OBSERVABILITY]
     assert_restricted_pod(kubeconfig, namespace, deployment["spec"]["template"]["spec"])
 
     assert get(kubeconfig, "clusterkopfpeerings.kopf.dev", name)["metadata"]["name"] == name
@@ -391,3 +442,91 @@ def test_cluster_wide_with_two_replicas_peers_through_a_cluster_kopf_peering(
     assert can_i(kubeconfig, operator, "patch", "clusterkopfpeerings.kopf.dev")
     assert not can_i(kubeconfig, operator, "list", "pods", "-A")
     assert not can_i(kubeconfig, operator, "list", "secrets", "-A")
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("metrics.enabled=false,metrics.serviceMonitor.enabled=true", "needs metrics.enabled"),
+        ("metrics.port=8080", "kopf's liveness endpoint"),
+    ],
+)
+def test_metrics_settings_that_cannot_work_fail_the_render_saying_why(
+    helm: Helm, setting: str, words: str
+) -> None:
+    result = helm(
+        "template", "r", str(CHART), "--kube-version", K8S_VERSION, "--set", setting, check=False
+    )
+    assert result.returncode != 0 and words in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="session")
+def prometheus_crds(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """prometheus-operator's real ServiceMonitor CRD, applied; deleted after if it was new."""
+    crd_dir = os.environ.get("DISTILL_PROMETHEUS_CRDS")
+    if not crd_dir:
+        crd_dir = str(tmp_path_factory.mktemp("prometheus-crds"))
+        subprocess.run(
+            [str(REPO / "hack" / "fetch-prometheus-crds.sh"), PROMETHEUS_OPERATOR_VERSION, crd_dir],
+            check=True,
+            timeout=600,
+        )
+    name = "customresourcedefinition.apiextensions.k8s.io/servicemonitors.monitoring.coreos.com"
+    existed = kubectl(kubeconfig, "get", name, check=False).returncode == 0
+    assert name in apply_crds(kubeconfig, crd_dir=Path(crd_dir))
+    yield
+    if not existed:
+        kubectl(kubeconfig, "delete", "--ignore-not-found", "--wait=false", name, check=False)
+
+
+def test_the_service_monitor_and_the_dashboard_apply_to_the_real_api_and_find_the_operator(
+    helm: Helm,
+    kubeconfig: str,
+    namespace: str,
+    run_id: str,
+    chart_crds: list[str],
+    prometheus_crds: None,
+    apply_manifests: Callable[[str], None],
+) -> None:
+    release = f"mon{run_id}"
+    name = f"{release}-distill-operator"
+    apply_manifests(
+        render(
+            helm, release, namespace,
+            "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=kps",
+            "metrics.dashboard.enabled=true,metrics.dashboard.annotations.grafana_folder=Distill",
+        )
+    )  # fmt: skip
+
+    monitor = get(kubeconfig, "-n", namespace, "servicemonitors.monitoring.coreos.com", name)
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    # What the ServiceMonitor selects: the metrics Service, by its labels and port name.
+    selected = get(
+        kubeconfig, "-n", namespace, "services", "-l",
+        ",".join(f"{k}={v}" for k, v in monitor["spec"]["selector"]["matchLabels"].items()),
+    )["items"]  # fmt: skip
+    assert [s["metadata"]["name"] for s in selected] == [f"{name}-metrics"]
+    assert [p["name"] for p in selected[0]["spec"]["ports"]] == ["metrics"]
+
+    dashboards = get(kubeconfig, "-n", namespace, "configmaps", "-l", "grafana_dashboard=1")
+    (config_map,) = dashboards["items"]
+    assert config_map["metadata"]["annotations"]["grafana_folder"] == "Distill"
+    dashboard = json.loads(config_map["data"]["distill-operator.json"])
+    assert dashboard == json.loads(DASHBOARD.read_text()), "the chart's file, unchanged"
+
+
+def test_the_dashboard_is_grafana_json_with_a_query_on_every_panel() -> None:
+    """Which metric names the queries use is checked against a real operator's scrape in
+    test_operator_metrics.py."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "distill-operator"
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]

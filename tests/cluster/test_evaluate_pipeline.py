@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ray.job_submission import JobSubmissionClient
 
 from distill_jobs.synthetic import RARE_INTENT, train_teacher, write_traffic
 from distill_jobs.tiny import build_tiny_model
@@ -16,6 +17,7 @@ from distill_operator.devstack import kubectl
 from manifests import DELETE
 
 from .projects import Projects, wait_for
+from .test_cli import distill, distill_json
 
 LENIENT_BAR = {"metric": "exact_match", "threshold": 0.0, "costPer1kRequests": 1000.0,
                "latencyP95Ms": 60000.0}  # fmt: skip
@@ -90,6 +92,7 @@ def test_a_student_that_copies_a_teacher_wrong_on_a_critical_slice_fails_look_na
     tmp_path: Path,
     generic_model: Path,
     blind_teacher: Path,
+    ray_jobs: JobSubmissionClient,
 ) -> None:
     write_traffic(tmp_path / "traffic", rows=900, seed=2)
     projects.create(
@@ -135,3 +138,27 @@ def test_a_student_that_copies_a_teacher_wrong_on_a_critical_slice_fails_look_na
     assert RARE_INTENT in found["data"]["slices.txt"]
     wide = kubectl(kubeconfig, "get", "dp", "slices", "-n", namespace, "-o", "wide").stdout
     assert wide.splitlines()[1].split()[-1] == "Teach", wide
+    # kubectl distill prints the same: status, the slice numbers, the disagreements, and
+    # the teacher job's log as Ray has it.
+    table = distill(kubeconfig, "status", "slices", "-n", namespace).stdout
+    assert "✗ SlicesPass" in table and "Diagnosis: Teach (TeacherWrongOnSlice)" in table
+    shown = distill_json(kubeconfig, "status", "slices", "-n", namespace)
+    assert {e["stage"]: e["state"] for e in shown["timeline"] if not e["candidate"]} == {
+        name: stage["state"] for name, stage in stages.items()
+    }
+    assert shown["diagnosis"] == status["diagnosis"]
+    printed = distill_json(kubeconfig, "slices", "slices", "-n", namespace)["slices"]
+    assert {row["slice"]: row for row in printed} == rows
+    table = distill(kubeconfig, "slices", "slices", "-n", namespace).stdout
+    line = next(line for line in table.splitlines() if RARE_INTENT in line)
+    assert f"{fraud['student_score']:.3g}" in line and "FAIL" in line
+    table = distill(kubeconfig, "disagreements", "slices", "-n", namespace, "--limit", "2").stdout
+    assert f"{RARE_INTENT}: {fraud['disagreements']} disagreement(s)" in table
+    found = distill_json(kubeconfig, "disagreements", "slices", "-n", namespace)["slices"]
+    assert {g["slice"]: g["count"] for g in found} == {
+        n: r["disagreements"] for n, r in rows.items()
+    }
+    teach_job = stages["Teach"]["job"]["id"]
+    logs = distill(kubeconfig, "logs", "slices", "-n", namespace, "--stage", "teach").stdout
+    assert logs.splitlines() == ray_jobs.get_job_logs(teach_job).splitlines()
+    assert f"{stages['Teach']['reason']}: " in logs  # the workload's last line, its verdict

@@ -97,6 +97,38 @@ def test_an_api_teacher_behind_429s_and_500s_answers_everything_and_a_rerun_resu
     assert collect(**arguments).answered == 0  # all there: no Ray work at all
 
 
+def test_the_prompt_and_output_tokens_an_api_teacher_bills_are_what_collection_reports(
+    local_ray: None, api_server: Any, tiny_generator: Any, tmp_path: Path
+) -> None:
+    server = api_server()
+    write_prompts(tmp_path / "prompts.jsonl", count=5)
+    out = tmp_path / "teach"
+    arguments: dict[str, Any] = {
+        "prompts_uri": str(tmp_path / "prompts.jsonl"),
+        "out_uri": out.as_uri(),
+        "teacher": {"backend": "openai", "model": SERVED_MODEL, "endpoint": server.url},
+        "teach": {"maxOutputTokens": 6, "concurrency": 2},
+        "api_key": None,
+    }
+
+    report = collect(**arguments)
+
+    # The server's usage (prompt_tokens, completion_tokens) is the bill; one per distinct id.
+    rows = {row["id"]: row for row in output_rows(out)}
+    conversations = [row["messages"] for row in rows.values()]
+    billed_prompts = sum(tiny_generator.prompt_lengths(conversations=conversations))
+    assert report.input_tokens == billed_prompts > 0
+    assert report.output_tokens == sum(row["output_tokens"] for row in rows.values()) > 0
+    spent = report.spend()
+    assert (spent.teacher_input_tokens, spent.teacher_output_tokens) == (
+        report.input_tokens,
+        report.output_tokens,
+    )
+    assert spent.accelerator_seconds == 0.0, "an API teacher holds no accelerator of ours"
+    resumed = collect(**arguments).spend()
+    assert (resumed.teacher_input_tokens, resumed.teacher_output_tokens) == (0, 0)
+
+
 def test_when_every_prompt_fails_collection_stops_with_each_reason_recorded(
     local_ray: None, tmp_path: Path
 ) -> None:

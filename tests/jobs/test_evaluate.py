@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from distill_jobs.contract import StageInput, StageResult, read_result, write_result
+from distill_jobs.contract import Spend, StageInput, StageResult, read_result, write_result
 from distill_jobs.evaluate import work
 from distill_jobs.evaluation.answering import generation_limit, system_prompted
 from distill_jobs.evaluation.report import MAX_SUMMARY_BYTES, summary
@@ -287,6 +287,11 @@ def test_a_prompt_variant_of_an_api_teacher_is_judged_at_the_price_it_is_given(
     variants = [system_prompted(p.messages, prompt) for p in prompts]
     expected = [greedy_answers(tiny_generator, [variant])[0] for variant in variants]
     assert [row["answer"] for row in read_jsonl(result.artifacts["answers"])] == expected
+    # What the API billed (its usage) is what the attempt reports for the cost ledger.
+    spent = Spend.reported(result.metrics)
+    assert spent is not None and spent.accelerator_seconds == 0.0
+    assert spent.teacher_input_tokens == sum(tiny_generator.prompt_lengths(conversations=variants))
+    assert spent.teacher_output_tokens >= len(prompts)
 
 
 def test_a_prompt_variant_replaces_the_system_turn_or_adds_one() -> None:
@@ -468,6 +473,10 @@ def test_look_passes_a_student_that_clears_the_bar_and_every_critical_slice(
     assert table[0]["threshold"] == 0.9 and table[1]["training_rows"] == 60
     assert table[2]["threshold"] is None and table[2]["passes"] is None
     assert result.artifacts["student"] == tiny_model_dir.as_uri()
+    # The local teacher's tokens are counted; on CPUs it held no accelerator.
+    spent = Spend.reported(metrics)
+    assert spent is not None and spent.accelerator_seconds == 0.0
+    assert spent.teacher_input_tokens > 0 and spent.teacher_output_tokens >= len(QUESTIONS)
 
 
 def test_look_fails_naming_the_critical_slice_the_teacher_gets_wrong_and_its_gap(

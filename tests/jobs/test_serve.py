@@ -8,6 +8,7 @@ operator steers it, by writing ``routing.json``; what the operator reads back is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -428,6 +429,27 @@ def test_a_malformed_request_gets_400_in_openai_shape(
     assert metric(url, METRIC_REQUESTS) == 1
 
 
+def test_with_a_token_set_the_api_refuses_requests_without_it_and_probes_stay_open(
+    start_router: Callable[..., RouterThread],
+) -> None:
+    url = start_router(settings=dataclasses.replace(FAST, token="s3cret")).url
+    body = json.dumps({"model": PROJECT, "messages": [{"role": "user", "content": "hi"}]})
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        status, response_headers, answer = post(url, body.encode(), headers)
+        assert status == 401 and response_headers["WWW-Authenticate"] == "Bearer", headers
+        assert answer["error"]["type"] == "invalid_request_error", answer
+        assert "s3cret" not in json.dumps(answer)
+    request = urllib.request.Request(f"{url}/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=WAIT_S)
+    assert refused.value.code == 401
+    assert get_json(f"{url}/healthz")["status"] in ("ok", "degraded")  # the kubelet's probe
+    assert metric(url, METRIC_REQUESTS) == 0, "the operator's scrape needs no token"
+
+    status, _, answer = post(url, body.encode(), {"Authorization": "Bearer s3cret"})
+    assert status == 200 and answer["distill"]["servedBy"] == "teacher"
+
+
 def stage_input(
     root: Path, *, teacher: dict[str, Any], port: int = 0, max_output_tokens: int = 16
 ) -> StageInput:
@@ -504,6 +526,25 @@ def test_a_teacher_that_cannot_be_loaded_fails_the_start_with_the_field_to_fix(
     assert result.reason == "TeacherUnavailable"
     assert "spec.teacher.model" in result.message and "absent" in result.message
     assert read_model(f"{job.stage_dir()}/{ENDPOINT_FILE}", Endpoint) is None
+
+
+def test_a_router_asked_for_a_token_it_did_not_get_does_not_start(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISTILL_ROUTER_TOKEN", raising=False)
+    job = stage_input(tmp_path, teacher={"backend": "hf", "model": str(tiny_model_dir)})
+    job.spec["router"]["tokenSecretRef"] = {"name": "router-token", "key": "token"}
+    input_path = tmp_path / "router-input.json"
+    input_path.write_text(job.model_dump_json())
+
+    assert serve.main(["--input", input_path.as_uri(), "--device", "cpu"]) == 1
+
+    result = read_result(job.result_uri())
+    assert result is not None and result.reason == "RouterTokenMissing"
+    assert (
+        "spec.launch.router.tokenSecretRef" in result.message and "router-token" in result.message
+    )
+    assert read_model(f"{job.stage_dir()}/{ENDPOINT_FILE}", Endpoint) is None, "never served open"
 
 
 def test_a_port_in_use_fails_the_start_with_the_field_to_fix(

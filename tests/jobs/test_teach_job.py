@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from distill_jobs.contract import StageInput, StageResult, read_result, write_result
+from distill_jobs.contract import Spend, StageInput, StageResult, read_result, write_result
 from distill_jobs.records import PromptRecord, TeacherRecord, prompt_hash
 from distill_jobs.teach import teacher_error, work
 from distill_jobs.teachers import ModelNotAvailableError
@@ -333,7 +333,25 @@ def test_teach_job_keeps_verified_and_open_ended_outputs_and_accounts_for_the_re
     assert f"kept 12 of {distinct}" in result.message
     assert "2 queued for review" in result.message
     numbers = [value for value in metrics.values() if isinstance(value, int | float)]
-    assert len(numbers) <= 30
+    assert len(numbers) <= 33
+
+
+def test_teach_job_reports_what_this_attempt_spent_for_the_cost_ledger(
+    teach_run: tuple[StageInput, StageResult, list[str]],
+) -> None:
+    _, result, seeded = teach_run
+    spent = Spend.reported(result.metrics)
+    assert spent is not None
+    rows = read_parts(result.artifacts["outputs"])
+    # Each prompt was asked once (oversampled copies share its answer). The earlier
+    # attempt's answers (seeded, without usage) came from an attempt that wrote no
+    # result, so this one reports them: here they add no tokens.
+    distinct = {row["id"]: row for row in rows}.values()
+    assert spent.teacher_input_tokens == sum(row.get("input_tokens") or 0 for row in distinct)
+    assert spent.teacher_input_tokens > 0
+    assert spent.teacher_output_tokens == result.metrics["output_tokens"] > 0
+    assert all(row.get("input_tokens") is None for row in distinct if row["id"] in seeded)
+    assert spent.accelerator_seconds == 0.0, "the tiny teacher ran on CPUs: no GPU-seconds"
 
 
 def test_teach_job_resumes_and_asks_only_for_prompts_not_yet_answered(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from distill_jobs import train
+from distill_jobs.contract import Spend
 from distill_jobs.training import data
 from training_inputs import (
     arithmetic_prompts,
@@ -59,6 +60,7 @@ def test_deepspeed_trains_a_student_whose_loss_falls_and_that_loads_with_transfo
     assert metrics["steps"] == 24 and metrics["rows_soft"] == 21
     assert metrics["final_loss"] < 0.8 * metrics["first_loss"]
     assert metrics["tokens_per_second"] > 0 and metrics["latency_p95_ms"] > 0
+    assert Spend.reported(metrics) == Spend(), "CPU workers: no GPU-seconds, no teacher asked"
     student_dir = result.artifacts["student"].removeprefix("file://")
     assert (Path(student_dir) / "model.safetensors").exists()
     student = AutoModelForCausalLM.from_pretrained(student_dir)
@@ -83,6 +85,9 @@ def test_a_held_out_prompt_in_teach_data_is_refused_before_training(
     assert (result.exit_condition_met, result.reason) == (False, "HeldOutLeak")
     assert leaked in result.message
     assert "student" not in result.artifacts
+    # Refused before any worker started: it reports that it spent nothing, so the
+    # operator's cost ledger need not estimate it.
+    assert Spend.reported(result.metrics) == Spend()
 
 
 def test_a_student_with_another_vocabulary_is_refused_when_soft_labels_are_wanted(

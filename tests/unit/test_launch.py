@@ -279,6 +279,17 @@ def test_a_router_on_ray_is_a_job_of_the_project_s_ray_mode_on_loopback() -> Non
     assert listening.status.serving.endpoint and listening.status.serving.service is None
 
 
+def test_a_router_token_goes_to_the_router_only_and_by_reference() -> None:
+    token = {"name": "router-token", "key": "token"}
+    spec = rollout_spec(launch={"router": {"platform": "kubernetes", "tokenSecretRef": token}})
+    decision = launching(spec)
+    [write] = [w for w in of_type(decision, WriteInput) if w.stage_input.stage == "Launch"]
+    assert write.stage_input.spec["router"]["tokenSecretRef"] == token  # no value: a name
+    [submit] = of_type(step(spec, decision.status, now=T0 + timedelta(seconds=1)), SubmitJob)
+    assert submit.secret_env == (("DISTILL_ROUTER_TOKEN", "router-token", "token"),)
+    assert "DISTILL_ROUTER_TOKEN" not in submit.job.env
+
+
 def test_a_router_on_kubernetes_names_its_service_for_clients() -> None:
     spec = rollout_spec(launch=ON_KUBERNETES)
     status = launching(spec).status

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from distill_operator.__main__ import MAX_PRIORITY, operator_kwargs, parse_args
@@ -63,3 +67,49 @@ def test_peering_names_the_peering_and_draws_a_priority() -> None:
 def test_conflicting_or_incomplete_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
+
+
+def test_metrics_are_served_only_when_asked_and_logs_are_text_unless_asked() -> None:
+    defaults = parse_args([])
+    assert defaults.metrics_address is None and defaults.log_format == "text"
+    chart = parse_args(["--metrics-address", "0.0.0.0:8081", "--log-format", "json"])
+    assert chart.metrics_address == ("0.0.0.0", 8081) and chart.log_format == "json"
+    assert parse_args(["--metrics-address", "[::]:9000"]).metrics_address == ("::", 9000)
+    assert parse_args(["--metrics-address", ""]).metrics_address is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--metrics-address", "8081"],
+        ["--metrics-address", "0.0.0.0:http"],
+        ["--metrics-address", "0.0.0.0:70000"],
+        ["--metrics-address", ":8081"],
+        ["--log-format", "yaml"],
+    ],
+)
+def test_bad_metrics_addresses_and_log_formats_are_refused_by_name(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_a_metrics_port_already_in_use_stops_the_operator_with_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "distill_operator", "--metrics-address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        f"distill-operator: cannot serve metrics on 127.0.0.1:{port}:"
+    )
+    assert "Traceback" not in result.stderr

@@ -301,7 +301,7 @@ def test_plan_of_a_refused_spec_says_why_and_exits_2(
 
 
 def test_argparse_namespace_is_what_the_command_reads() -> None:
-    args = build_parser().parse_args(["plan", "demo", "-f", "new.yaml"])
+    args = build_parser().parse_args(["plan", "demo", "-f", "new.yaml", "-n", "default"])
     assert args == argparse.Namespace(
         command="plan", name="demo", file="new.yaml", namespace="default", output="table",
         func=_cmd_plan,

@@ -39,6 +39,7 @@ from distill_jobs.evaluation.held_out import (
 )
 from distill_jobs.evaluation.outcome import Outcome
 from distill_jobs.records import PromptRecord
+from distill_jobs.spending import SpendMeter
 from distill_jobs.store import write_jsonl
 from distill_jobs.upstream import StageFailure, upstream_artifacts
 
@@ -64,13 +65,14 @@ class Answered:
     parameters: int | None
 
 
-def investigate(stage_input: StageInput) -> Outcome:
-    """Evaluate the input's alternative on the held-out set and judge it by the bar."""
+def investigate(stage_input: StageInput, meter: SpendMeter) -> Outcome:
+    """Evaluate the input's alternative on the held-out set and judge it by the bar;
+    ``meter`` counts what that spends."""
     spec = AlternativeSpec.parse(stage_input.spec)
     check_metric(spec.bar)
     source = upstream_artifacts(stage_input, stage="Source", names=("held_out",))
     prompts = scorable_prompts(read_held_out_prompts(source["held_out"]), bar=spec.bar)
-    answered = ANSWERERS[spec.alternative.kind.value](spec, prompts)
+    answered = ANSWERERS[spec.alternative.kind.value](spec, prompts, meter)
     references = [prompt.reference for prompt in prompts]
     scores = score_answers(bar=spec.bar, answers=answered.answers, references=references)
     metrics = {
@@ -113,12 +115,16 @@ def slice_scores(prompts: Sequence[PromptRecord], scores: Sequence[float]) -> di
     return {f"score_{name}": round(mean(by_slice[name]) or 0.0, 6) for name in sorted(largest)}
 
 
-def off_the_shelf(spec: AlternativeSpec, prompts: Sequence[PromptRecord]) -> Answered:
+def off_the_shelf(
+    spec: AlternativeSpec, prompts: Sequence[PromptRecord], meter: SpendMeter
+) -> Answered:
     model = str(spec.alternative.model)
-    return _local(spec, prompts, model=model, field=f"{spec.field}.model")
+    return _local(spec, prompts, meter, model=model, field=f"{spec.field}.model")
 
 
-def quantized_teacher(spec: AlternativeSpec, prompts: Sequence[PromptRecord]) -> Answered:
+def quantized_teacher(
+    spec: AlternativeSpec, prompts: Sequence[PromptRecord], meter: SpendMeter
+) -> Answered:
     quantization = str(spec.alternative.quantization)
     if spec.teacher.backend.value != "hf":
         raise StageFailure(
@@ -133,25 +139,29 @@ def quantized_teacher(spec: AlternativeSpec, prompts: Sequence[PromptRecord]) ->
     return _local(
         spec,
         prompts,
+        meter,
         model=spec.teacher.model,
         field="spec.teacher.model",
         quantization=quantization,
     )
 
 
-def prompt_variant(spec: AlternativeSpec, prompts: Sequence[PromptRecord]) -> Answered:
+def prompt_variant(
+    spec: AlternativeSpec, prompts: Sequence[PromptRecord], meter: SpendMeter
+) -> Answered:
     prompt = str(spec.alternative.prompt)
     variants = [
         record.model_copy(update={"messages": system_prompted(record.messages, prompt)})
         for record in prompts
     ]
     if spec.alternative.model is not None:
-        return _local(spec, variants, model=spec.alternative.model, field=f"{spec.field}.model")
+        model, field = spec.alternative.model, f"{spec.field}.model"
+        return _local(spec, variants, meter, model=model, field=field)
     if spec.teacher.backend.value == "hf":
-        return _local(spec, variants, model=spec.teacher.model, field="spec.teacher.model")
+        return _local(spec, variants, meter, model=spec.teacher.model, field="spec.teacher.model")
     teacher = open_teacher(teacher=spec.teacher, teach=spec.teach)
     try:
-        timed = teacher_answers(teacher, variants, batch_size=spec.bar.batch_size)
+        timed = teacher_answers(teacher, variants, batch_size=spec.bar.batch_size, meter=meter)
     finally:
         teacher.close()
     return Answered(
@@ -165,6 +175,7 @@ def prompt_variant(spec: AlternativeSpec, prompts: Sequence[PromptRecord]) -> An
 def _local(
     spec: AlternativeSpec,
     prompts: Sequence[PromptRecord],
+    meter: SpendMeter,
     *,
     model: str,
     field: str,
@@ -172,6 +183,7 @@ def _local(
 ) -> Answered:
     check_local_model(model, field=field)
     measured = measure_on_worker(
+        meter=meter,
         serving=spec.serving,
         model=model,
         field=field,
@@ -189,7 +201,8 @@ def _local(
     )
 
 
-ANSWERERS: MappingProxyType[str, Callable[[AlternativeSpec, Sequence[PromptRecord]], Answered]]
+Answerer = Callable[[AlternativeSpec, Sequence[PromptRecord], SpendMeter], Answered]
+ANSWERERS: MappingProxyType[str, Answerer]
 ANSWERERS = MappingProxyType(
     {
         "off_the_shelf": off_the_shelf,

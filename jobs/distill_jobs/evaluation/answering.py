@@ -23,6 +23,7 @@ from typing import Any
 
 from distill_jobs.evaluation.excerpts import api_json
 from distill_jobs.records import PromptRecord
+from distill_jobs.spending import SpendMeter, local_accelerators
 from distill_jobs.teachers import (
     ModelNotAvailableError,
     Teacher,
@@ -123,6 +124,7 @@ class LocalMeasurement:
 
 def measure_on_worker(
     *,
+    meter: SpendMeter,
     serving: Any,
     model: str,
     field: str,
@@ -135,6 +137,7 @@ def measure_on_worker(
     """Load ``model`` and measure it in a Ray task with the serving resources.
 
     Args:
+        meter: counts the worker's GPU (one when the workers have any) while it runs.
         serving: the students' Training settings (cpusPerWorker, gpusPerWorker, price).
         model: a directory or hf:// name.
         field: the spec field that names the model, for messages.
@@ -157,19 +160,20 @@ def measure_on_worker(
     task: Any = ray.remote(num_cpus=serving.cpus_per_worker, num_gpus=1 if on_gpu else 0)(
         measure_local_model
     )
-    measured: dict[str, Any] = ray.get(
-        task.remote(
-            model=model,
-            field=field,
-            quantization=quantization,
-            on_gpu=on_gpu,
-            bar=bar.model_dump(mode="json"),
-            conversations=list(conversations),
-            references=list(references),
-            max_output_tokens=max_output_tokens,
-            price=serving.price_per_accelerator_hour,
+    with meter.holding(1.0 if on_gpu else 0.0):
+        measured: dict[str, Any] = ray.get(
+            task.remote(
+                model=model,
+                field=field,
+                quantization=quantization,
+                on_gpu=on_gpu,
+                bar=bar.model_dump(mode="json"),
+                conversations=list(conversations),
+                references=list(references),
+                max_output_tokens=max_output_tokens,
+                price=serving.price_per_accelerator_hour,
+            )
         )
-    )
     if "failure" in measured:
         raise StageFailure(measured["failure"]["reason"], measured["failure"]["message"])
     return LocalMeasurement(**measured)
@@ -358,9 +362,11 @@ def teacher_answers(
     records: Sequence[PromptRecord],
     *,
     batch_size: int,
+    meter: SpendMeter,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TimedAnswers:
-    """Ask ``teacher`` in calls of ``batch_size`` prompts, timing each call.
+    """Ask ``teacher`` in calls of ``batch_size`` prompts, timing each call; ``meter``
+    counts the tokens it reports, and a local teacher's GPU time.
 
     Raises:
         StageFailure: ``TeacherUnavailable`` when any prompt went unanswered.
@@ -368,17 +374,22 @@ def teacher_answers(
     answers: list[str] = []
     latencies: list[float] = []
     seconds = 0.0
+    # A local (hf) teacher runs in this process: on a GPU when there is one.
+    accelerators = local_accelerators() if teacher.name.startswith("hf:") else 0.0
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         began = clock()
         try:
-            answered = teacher.answer(batch)
+            with meter.holding(accelerators):
+                answered = teacher.answer(batch)
         except TeacherBatchError as error:
+            meter.asked_teacher(error.answered)  # answered before the rest failed: billed
             raise StageFailure(
                 "TeacherUnavailable",
                 f"{teacher.name} left held-out prompts unanswered: {first_line(error)}",
             ) from None
         took = clock() - began
+        meter.asked_teacher(answered)
         seconds += took
         by_id = {record.id: record.output for record in answered}
         answers.extend(by_id[record.id] for record in batch)

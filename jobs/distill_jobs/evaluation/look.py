@@ -41,6 +41,7 @@ from distill_jobs.evaluation.slices import (
     slice_table,
 )
 from distill_jobs.records import UNSLICED, PromptRecord
+from distill_jobs.spending import SpendMeter, local_accelerators
 from distill_jobs.store import write_json, write_jsonl
 from distill_jobs.training import data
 from distill_jobs.upstream import (
@@ -66,8 +67,9 @@ class Answers:
     teacher_scores: list[float]
 
 
-def look(stage_input: StageInput) -> Outcome:
-    """Judge Iterate's chosen student against the teacher on the held-out set."""
+def look(stage_input: StageInput, meter: SpendMeter) -> Outcome:
+    """Judge Iterate's chosen student against the teacher on the held-out set; ``meter``
+    counts what that spends."""
     spec = LookSpec.parse(stage_input.spec)
     check_metric(spec.bar)
     source = upstream_artifacts(stage_input, stage="Source", names=("held_out",))
@@ -76,7 +78,7 @@ def look(stage_input: StageInput) -> Outcome:
     held_out = read_held_out_prompts(source["held_out"])
     prompts = scorable_prompts(held_out, bar=spec.bar)
     training_rows = training_rows_by_slice(teach["train"], held_out=held_out)
-    answers = answer_both(spec, prompts=prompts, student_uri=student_uri)
+    answers = answer_both(spec, prompts=prompts, student_uri=student_uri, meter=meter)
     judgements = judge_prompts(prompts, answers)
     critical = critical_bars(spec)
     rows = slice_table(judgements, critical=critical, training_rows=training_rows)
@@ -140,16 +142,19 @@ def critical_bars(spec: LookSpec) -> list[CriticalBar]:
     ]
 
 
-def answer_both(spec: LookSpec, *, prompts: Sequence[PromptRecord], student_uri: str) -> Answers:
+def answer_both(
+    spec: LookSpec, *, prompts: Sequence[PromptRecord], student_uri: str, meter: SpendMeter
+) -> Answers:
     """The student's and the teacher's greedy answers, scored with the bar's metric."""
     references = [prompt.reference for prompt in prompts]
-    student = student_answers(
-        student_uri, prompts=prompts, batch_size=spec.bar.batch_size, teach=spec.teach
-    )
+    with meter.holding(local_accelerators()):  # the student runs in this process
+        student = student_answers(
+            student_uri, prompts=prompts, batch_size=spec.bar.batch_size, teach=spec.teach
+        )
     teacher = open_teacher(teacher=spec.teacher, teach=spec.teach)
     try:
         # One call: the backend batches (batchSize) or keeps requests in flight (concurrency).
-        answered = teacher_answers(teacher, prompts, batch_size=len(prompts)).answers
+        answered = teacher_answers(teacher, prompts, batch_size=len(prompts), meter=meter).answers
     finally:
         teacher.close()
     return Answers(

@@ -10,6 +10,7 @@ OpenAI's error body; a teacher that does not answer, 502.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import random
@@ -17,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from aiohttp import web
@@ -40,6 +41,7 @@ CHAT_PATH, MODELS_PATH, HEALTH_PATH, METRICS_PATH = (
     "/healthz",
     "/metrics",
 )
+API_PREFIX = "/v1/"  # what a router token guards
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,6 +58,7 @@ class RouterSettings:
         batch_window_seconds: how long a request waits for others to batch with.
         device: where the local models (students, an ``hf`` teacher) run (``cuda``,
             ``cpu``; by default a GPU when there is one).
+        token: the bearer token requests to /v1/* must carry; None serves everyone.
     """
 
     poll_seconds: float = 1.0
@@ -65,6 +68,7 @@ class RouterSettings:
     max_batch: int = 16
     batch_window_seconds: float = 0.005
     device: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 class Router:
@@ -111,7 +115,7 @@ class Router:
         self._created = int(time.time())
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._authorize, self._errors])
         app.router.add_post(CHAT_PATH, self._chat)
         app.router.add_get(MODELS_PATH, self._models)
         app.router.add_get(HEALTH_PATH, self._health)
@@ -152,6 +156,20 @@ class Router:
         await self._dispatcher.close()
         await self.live.close()
         await self.teacher.close()
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With a token set, the OpenAI API needs it; probes and metrics do not."""
+        token = self.settings.token
+        if token is None or not request.path.startswith(API_PREFIX):
+            return await handler(request)
+        sent = request.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return await handler(request)
+        refused = ApiError(401, "invalid_request_error", "a valid bearer token is required")
+        return web.json_response(
+            error_json(refused), status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:

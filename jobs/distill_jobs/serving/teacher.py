@@ -129,7 +129,7 @@ class ApiTeacher:
         return Answer(
             text=output.output,
             finish_reason=openai_finish_reason(output.finish_reason),
-            prompt_tokens=0,  # a TeacherRecord does not say
+            prompt_tokens=output.input_tokens or 0,
             output_tokens=output.output_tokens or 0,
             model=self.name,
         )

@@ -73,6 +73,7 @@ class AnthropicTeacher(RemoteTeacher):
             tokenizer=None,
             finish_reason=message.stop_reason,
             output_tokens=message.usage.output_tokens if message.usage else None,
+            input_tokens=message.usage.input_tokens if message.usage else None,
         )
 
 

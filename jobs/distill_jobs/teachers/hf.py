@@ -110,4 +110,5 @@ class HFTeacher:
             tokenizer=self.tokenizer_id,
             finish_reason=generation.finish_reason,
             output_tokens=generation.output_tokens,
+            input_tokens=generation.prompt_tokens,
         )

@@ -76,6 +76,7 @@ class OpenAITeacher(RemoteTeacher):
             tokenizer=self.tokenizer_id,
             finish_reason=choice.finish_reason,
             output_tokens=usage.completion_tokens if usage is not None else None,
+            input_tokens=usage.prompt_tokens if usage is not None else None,
         )
 
 

@@ -85,6 +85,22 @@ class TeacherBackend(StrEnum):
     ANTHROPIC = "anthropic"
 
 
+class TokenPricing(ApiModel):
+    """What the teacher charges per token, for the cost ledger (status.cost)."""
+
+    input_per_million_tokens: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Price of one million prompt (input) tokens, in the currency of "
+        "students.training.pricePerAcceleratorHour.",
+    )
+    output_per_million_tokens: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Price of one million generated (output) tokens, in the same currency.",
+    )
+
+
 class Teacher(ApiModel):
     """The model whose behaviour the student learns."""
 
@@ -127,6 +143,13 @@ class Teacher(ApiModel):
         default=False,
         description="Set to true once you have confirmed the teacher's terms of service "
         "permit training on its outputs. Teach does not start without it.",
+    )
+    pricing: TokenPricing | None = Field(
+        default=None,
+        description="What an API teacher charges per token, to price its tokens in "
+        "status.cost. Without it tokens are counted but not priced. A local (hf) teacher "
+        "costs accelerator time instead, priced by pricePerAcceleratorHour. Bookkeeping "
+        "only: changing it re-runs nothing.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -601,6 +624,13 @@ class RouterSettings(ApiModel):
         default=None,
         description="kubernetes: the router container's resources (requests, limits).",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="A Secret key holding a token: clients must then send `Authorization: "
+        "Bearer <token>` to /v1/*, and get 401 without it. /healthz and /metrics stay open "
+        "(probes, the operator's scrape). The token reaches the router by reference only; a "
+        "router that cannot read it does not start.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (

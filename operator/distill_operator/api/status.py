@@ -262,6 +262,56 @@ class LifecycleStatus(ApiModel):
     drift_message: str = Field(default="", max_length=4096)
 
 
+class Spend(ApiModel):
+    """What was spent: accelerator time, teacher tokens, and their price when known."""
+
+    accelerator_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="GPU-seconds (GPUs held x wall seconds); CPU-only work counts 0.",
+    )
+    estimated_accelerator_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The part of acceleratorSeconds estimated by the operator (requested "
+        "GPUs x wall time since submit) for attempts whose job reported nothing: it died, "
+        "was stopped, or ran past its deadline.",
+    )
+    teacher_input_tokens: int = Field(
+        default=0, ge=0, description="Prompt tokens sent to the teacher."
+    )
+    teacher_output_tokens: int = Field(default=0, ge=0, description="Tokens the teacher generated.")
+    price: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="acceleratorSeconds/3600 x students.training.pricePerAcceleratorHour + "
+        "tokens x teacher.pricing, in that currency. Absent when some of it has no price "
+        "(teacher tokens without teacher.pricing): never a guess.",
+    )
+
+
+class StageCost(Spend):
+    """What one stage's attempts spent, summed over every attempt and re-distillation."""
+
+    name: Stage
+    attempts: int = Field(
+        default=0, ge=0, description="Attempts counted (failed ones too: they also spent)."
+    )
+
+
+class CostLedger(ApiModel):
+    """What the project spent, per stage and in total. Each job attempt is counted once,
+    when it ends; a result re-used for an unchanged input costs nothing again."""
+
+    stages: list[StageCost] = Field(
+        default_factory=list,
+        max_length=7,
+        description="One entry per stage that has spent anything, in DISTILL order.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    total: Spend = Field(default_factory=Spend, description="The sum of stages.")
+
+
 class ProjectStatus(ApiModel):
     """Where the project stands: the current stage, each stage, conditions."""
 
@@ -282,6 +332,11 @@ class ProjectStatus(ApiModel):
     )
     serving: Serving | None = Field(default=None, description="Launch: the router and rollout.")
     lifecycle: LifecycleStatus = Field(default_factory=LifecycleStatus)
+    cost: CostLedger | None = Field(
+        default=None,
+        description="The cost ledger: accelerator-seconds and teacher tokens per stage and "
+        "in total, priced where the spec gives prices.",
+    )
     pending_generation: int | None = Field(
         default=None,
         description="A spec generation applied while a stage ran: picked up when it ends.",

@@ -31,6 +31,18 @@ def _no_problem(spec: ProjectSpec, facts: Facts) -> Verdict | None:
     return None
 
 
+def _no_accelerators(spec: ProjectSpec) -> float:
+    return 0.0
+
+
+def dumped_spec(spec: ProjectSpec) -> dict[str, Any]:
+    """The spec as the camelCase JSON stage inputs are cut from, without what is only
+    bookkeeping (``teacher.pricing``): a new price must not re-run a stage."""
+    dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped["teacher"].pop("pricing", None)
+    return dumped
+
+
 @dataclass(frozen=True)
 class StageDefinition:
     """One DISTILL stage as the machine sees it.
@@ -54,6 +66,8 @@ class StageDefinition:
             published as a ConfigMap before the stage concludes.
         serves: a long-running service (the router): no deadline; it writes a result
             only when it cannot start.
+        accelerators: the GPUs an attempt's job requests, as far as the spec says; the
+            cost ledger estimates an attempt that reported nothing with it.
     """
 
     stage: Stage
@@ -70,8 +84,9 @@ class StageDefinition:
     ) = None
     report: bool = False
     serves: bool = False
+    accelerators: Callable[[ProjectSpec], float] = _no_accelerators
 
     def spec_excerpt(self, spec: ProjectSpec) -> dict[str, Any]:
         """The spec sections this stage reads: its input, and so its input hash."""
-        dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        dumped = dumped_spec(spec)
         return {section: dumped[section] for section in self.reads if section in dumped}

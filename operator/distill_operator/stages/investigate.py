@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from distill_operator.api import CandidateStatus, Phase, ProjectSpec, Stage, StageState
-from distill_operator.stages.base import StageDefinition, Verdict
+from distill_operator.stages.base import StageDefinition, Verdict, dumped_spec
 from distill_operator.stages.define import bar_in_words
 
 EVALUATED = ("BarCleared", "BarMissed")
@@ -33,7 +33,7 @@ def alternatives(spec: ProjectSpec) -> list[tuple[str, dict[str, Any]]]:
     ``serving`` is where and at what price a local model is measured: the students'
     workers, so an alternative's cost and a student's are comparable.
     """
-    dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped = dumped_spec(spec)
     training = dumped["students"]["training"]
     serving = {
         key: training[key] for key in ("pricePerAcceleratorHour", "cpusPerWorker", "gpusPerWorker")
@@ -82,4 +82,6 @@ DEFINITION = StageDefinition(
     upstream=(Stage.SOURCE,),
     parts=alternatives,
     choose=choose,
+    # A local alternative is measured on one worker like a student's: one GPU if they have any.
+    accelerators=lambda spec: 1.0 if spec.students.training.gpus_per_worker > 0 else 0.0,
 )

@@ -97,4 +97,7 @@ DEFINITION = StageDefinition(
     upstream=(Stage.SOURCE, Stage.TEACH),
     parts=candidates,
     choose=choose,
+    accelerators=lambda spec: (
+        spec.students.training.workers * spec.students.training.gpus_per_worker
+    ),
 )

@@ -29,7 +29,7 @@ from distill_jobs.contract import (
 from distill_operator.api import ProjectSpec, Serving, Stage
 from distill_operator.api.spec import RolloutMode, RolloutStep, RouterPlatform
 from distill_operator.launch.base import DEPLOYMENT_MODE
-from distill_operator.stages.base import StageDefinition
+from distill_operator.stages.base import StageDefinition, dumped_spec
 
 FULL = RolloutStep(mode=RolloutMode.FULL, hold_seconds=0)
 
@@ -53,7 +53,7 @@ def router_excerpt(spec: ProjectSpec) -> dict[str, Any]:
     """The router's input: only what needs a new router process (the teacher, where it
     listens, the default output limit); the rollout and the student reach it through
     routing.json."""
-    dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped = dumped_spec(spec)
     host, port = spec.launch.router.bind()
     return {
         "teacher": dumped["teacher"],
