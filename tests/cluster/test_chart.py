@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from itertools import product
 from pathlib import Path
@@ -22,10 +23,16 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
+from distill_operator import api
 from distill_operator.devstack import K8S_VERSION, apply_crds, kubectl
+from distill_operator.devstack.operator_process import OperatorProcess
 from distill_operator.devstack.procs import wait_until
 from distill_operator.devstack.settings import cache_root
+
+from .projects import RAY_IMAGE, Projects, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -530,3 +537,102 @@ def test_the_dashboard_is_grafana_json_with_a_query_on_every_panel() -> None:
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_the_operator_runs_projects_with_nothing_but_the_charts_role(
+    helm: Helm,
+    kubeconfig: str,
+    namespace: str,
+    run_id: str,
+    chart_crds: list[str],
+    kuberay_crds: list[str],
+    apply_manifests: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    """The API server authorizes with RBAC: the operator, holding only its ServiceAccount's
+    token, stalls a project on a missing Secret, launches a RayJob, writes status and
+    events, and lets deleted projects go (stopping the RayJob), with no request refused."""
+    release = f"rb{run_id}"
+    apply_manifests(render(helm, release, namespace))
+    admin = config.new_client_from_config(config_file=kubeconfig)
+    token = (
+        client.CoreV1Api(admin)
+        .create_namespaced_service_account_token(
+            f"{release}-distill-operator",
+            namespace,
+            {"spec": {"expirationSeconds": 3600}},
+        )
+        .status.token
+    )
+    as_operator = tmp_path / "operator-kubeconfig"
+    settings = yaml.safe_load(Path(kubeconfig).read_text())
+    user = settings["contexts"][0]["context"]["user"]
+    settings["users"] = [{"name": user, "user": {"token": token}}]  # nothing of the admin's
+    as_operator.write_text(yaml.safe_dump(settings))
+
+    operator = OperatorProcess(
+        kubeconfig=as_operator,
+        ray_address="http://127.0.0.1:1",  # rayjob projects only: never used
+        state_dir=tmp_path / "operator",
+        argv=(
+            sys.executable, "-m", "distill_operator", "--namespace", namespace,
+            "--standalone", "--log-format", "json",
+        ),
+        extra_env={"DISTILL_POLL_SECONDS": "1"},
+    )  # fmt: skip
+    custom = client.CustomObjectsApi(admin)
+    projects = Projects(custom, namespace, (tmp_path / "artifacts").as_uri())
+    operator.start()
+    try:
+        rayjob = {"spec.ray.mode": "rayjob", "spec.ray.image": RAY_IMAGE}
+        projects.create("launches", **rayjob)
+        projects.create(
+            "keyless",
+            **rayjob,
+            **{
+                "spec.teacher.backend": "openai",
+                "spec.teacher.model": "gpt-x",
+                "spec.teacher.endpoint": "http://127.0.0.1:1/v1",
+                "spec.teacher.apiKeySecretRef": {"name": "absent", "key": "api-key"},
+                "spec.investigate.alternatives": [
+                    {"name": "terse", "kind": "prompt_variant", "prompt": "Label only."}
+                ],
+            },
+        )
+        source = wait_for(
+            "Source's RayJob", lambda: projects.stage("launches", "Source").get("job") or {}
+        )
+        wait_for("the RayJob", lambda: rayjob_exists(custom, namespace, source["id"]))
+        stalled = wait_for(
+            "the missing Secret to stall Define",
+            lambda: (
+                projects.condition("keyless", "Stalled").get("status") == "True"
+                and projects.condition("keyless", "Stalled")
+            ),
+        )
+        assert "absent" in stalled["message"]
+        events = client.CoreV1Api(admin).list_namespaced_event(namespace).items
+        reasons = {event.reason for event in events}
+        assert "JobSubmitted" in reasons, reasons
+
+        for name in ("launches", "keyless"):
+            projects.delete(name)
+        wait_for("both projects to go", lambda: not custom.list_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL)["items"])  # fmt: skip
+        wait_for(
+            "the RayJob's deletion", lambda: not rayjob_exists(custom, namespace, source["id"])
+        )
+    finally:
+        operator.stop()
+    log = operator.log_text()
+    assert "Forbidden" not in log and " 403" not in log and '"status": 403' not in log, log[-3000:]
+
+
+def rayjob_exists(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    try:
+        custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
