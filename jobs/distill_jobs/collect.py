@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 from distill_jobs.contract import Spend
 from distill_jobs.records import PromptRecord, TeacherRecord
@@ -40,6 +41,7 @@ from distill_jobs.teachers.generation import check_model_dir
 
 OUTPUTS, FAILURES = "outputs", "failures"
 API_ACTORS = 2  # API teachers wait on the network: a couple of actors, many requests each
+_MAX_MESSAGE_CHARS = 300
 
 
 class CollectionReport(BaseModel):
@@ -120,15 +122,36 @@ class AnswerBatch:
                 AnswerFailure(id=r.id, reason=FailureReason.TEACHER_ERROR, message=message)
                 for r in records
             ]
-        rows = [
-            (a.id, True, a.model_dump_json(), a.output_tokens or 0, a.input_tokens or 0)
-            for a in answered
-        ]
+        rows: list[tuple[str, bool, str, int, int]] = []
+        for answer in answered:
+            payload = answer_json(answer)
+            if isinstance(payload, AnswerFailure):
+                failures.append(payload)
+            else:
+                rows.append(
+                    (answer.id, True, payload, answer.output_tokens or 0, answer.input_tokens or 0)
+                )
         rows += [(f.id, False, failure_json(f), 0, 0) for f in failures]
         retries = [self._teacher.retries - retries_before] + [0] * (len(rows) - 1)
         columns = ("id", "ok", "payload", "output_tokens", "input_tokens")
         table = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
         return {**table, "retries": retries[: len(rows)]}
+
+
+def answer_json(answer: TeacherRecord) -> str | AnswerFailure:
+    """An answer as a JSON line of ``outputs/``, or a failure when it is not text.
+
+    An API teacher's JSON may escape half a surrogate pair (``\\ud800``): no UTF-8 file
+    holds that, so the prompt is logged unanswered rather than failing its whole batch.
+    """
+    try:
+        return answer.model_dump_json()
+    except PydanticSerializationError as error:
+        return AnswerFailure(
+            id=answer.id,
+            reason=FailureReason.BAD_RESPONSE,
+            message=f"the teacher's answer is not valid text: {error}"[:_MAX_MESSAGE_CHARS],
+        )
 
 
 def failure_json(failure: AnswerFailure) -> str:

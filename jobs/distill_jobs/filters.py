@@ -16,7 +16,8 @@ Verifier semantics:
 - ``regex``: ``re.fullmatch`` on the stripped output. Full match, not search: the
   pattern says what the whole answer looks like (write ``(?s).*word.*`` to search).
 - ``json_schema``: the stripped output must parse as JSON (else ``not_json``, a reason
-  of its own) and validate against the schema (else ``schema_mismatch``).
+  of its own; prose, a fenced code block, a torn or too deeply nested document all
+  count) and validate against the schema (else ``schema_mismatch``).
 - ``python``: ``module:function`` called with ``(prompt_record, output)``; a truthy
   return keeps the output. A function that raises drops that output with
   ``verifier_error`` (its message counted): one bad verifier never stops the stage.
@@ -280,11 +281,13 @@ def _json_schema_check(spec: Mapping[str, Any], field: str) -> Check:
     def check(_prompt: PromptRecord, output: str) -> Ruling:
         try:
             document = json.loads(output.strip())
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting too deep to parse is not JSON to us
             return Ruling(DropReason.NOT_JSON)
-        if validator.is_valid(document):
-            return KEEP
-        return Ruling(DropReason.SCHEMA_MISMATCH)
+        try:
+            valid = validator.is_valid(document)
+        except RecursionError:  # a document too deep to check cannot be shown to match
+            valid = False
+        return KEEP if valid else Ruling(DropReason.SCHEMA_MISMATCH)
 
     return check
 

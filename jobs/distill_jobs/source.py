@@ -38,7 +38,7 @@ from distill_jobs.raycluster import connect
 from distill_jobs.records import PromptRecord, assert_no_leak
 from distill_jobs.runner import stage_main
 from distill_jobs.sourcing.files import SkipKind, TrafficListing, list_traffic, probe_traffic
-from distill_jobs.sourcing.prompts import FieldNames
+from distill_jobs.sourcing.prompts import MAX_PROMPT_CHARS, Drop, FieldNames
 from distill_jobs.sourcing.reading import (
     ParseContext,
     ordered_reads,
@@ -187,6 +187,13 @@ def _check_rows(tally: Tally, settings: SourceSettings, *, files: int) -> None:
         raise UnreadableTraffic(
             f"none of the {tally.rows} rows in spec.source.traffic is a readable record: "
             f"{_listed(reasons)}"
+        )
+    if tally.raw == 0 and tally.too_long:
+        raise NoPrompts(
+            f"none of the {tally.rows} records in spec.source.traffic has a usable prompt: "
+            f"{tally.too_long} prompt(s) are over {MAX_PROMPT_CHARS} characters (e.g. "
+            f"{', '.join(tally.examples.get(Drop.PROMPT_TOO_LONG.value, [])[:2])}), longer "
+            "than any student trains on"
         )
     if tally.raw == 0:
         raise NoPrompts(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -27,11 +29,25 @@ from distill_operator.telemetry import OperatorMetrics, about_project
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 
 
+class ApiRetryDelays:
+    """kopf's delays between tries of an API request: its own first few, then every
+    ``steady_s`` for as long as the API server is away. kopf's default gives up after
+    about a minute, and a watch that gives up stops the operator; a restarting or
+    upgrading API server can take longer. Re-iterable: each request starts afresh."""
+
+    def __init__(self, *, first: tuple[float, ...] = (1, 1, 2, 3, 5), steady_s: float = 10):
+        self.first, self.steady_s = first, steady_s
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain(self.first, itertools.repeat(self.steady_s))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = "distill.dev/finalizer"
     settings.posting.level = logging.WARNING  # our own events tell the story, not kopf's
     settings.watching.server_timeout = 60
+    settings.networking.error_backoffs = ApiRetryDelays()
     # The metrics `python -m distill_operator` serves, handed in through the memo.
     metrics = memo.get("metrics") or OperatorMetrics()
     memo.runtime = Runtime(
@@ -84,6 +100,10 @@ async def run_project(
 @kopf.on.delete(*RESOURCE)
 async def stop_jobs(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Stop the project's running job before the project goes."""
-    stopped = await stop_project_jobs(memo.runtime, dict(body))
+    try:
+        stopped = await stop_project_jobs(memo.runtime, dict(body))
+    except TransientError as error:
+        # kopf's own retry of an unknown error waits a minute; ours says how long.
+        raise kopf.TemporaryError(str(error), delay=error.delay) from error
     if stopped:
         logger.info("stopped %s", ", ".join(stopped))

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from distill_operator import api
-from distill_operator.errors import PermanentError, TransientError
+from distill_operator.errors import PermanentError, TransientError, UnreachableError
 
 
 def load_api_client() -> client.ApiClient:
@@ -22,6 +24,15 @@ def load_api_client() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
+
+
+async def _call(action: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Run one blocking client call in a thread. A refused or dropped connection (the API
+    server restarting) is transient: the project's loop retries instead of crashing."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise UnreachableError(f"{action}: Kubernetes API unreachable: {error}") from error
 
 
 class Kube:
@@ -34,7 +45,8 @@ class Kube:
 
     async def get_project(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found = await asyncio.to_thread(
+            found = await _call(
+                f"reading {namespace}/{name}",
                 self._custom.get_namespaced_custom_object,
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name,
             )  # fmt: skip
@@ -58,7 +70,8 @@ class Kube:
             "status": status,
         }
         try:
-            await asyncio.to_thread(
+            await _call(
+                f"writing status of {meta['namespace']}/{meta['name']}",
                 self._custom.replace_namespaced_custom_object_status,
                 api.GROUP, api.VERSION, meta["namespace"], api.PLURAL, meta["name"], body,
             )  # fmt: skip
@@ -79,7 +92,9 @@ class Kube:
         missing = []
         for name, key in refs:
             try:
-                secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+                secret = await _call(
+                    f"reading Secret {name}", self._core.read_namespaced_secret, name, namespace
+                )
             except ApiException as error:
                 if error.status != 404:
                     raise TransientError(f"reading Secret {name}: {error.reason}") from error
@@ -92,7 +107,9 @@ class Kube:
     async def secret_value(self, *, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded; a missing Secret or key is a PermanentError."""
         try:
-            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+            secret = await _call(
+                f"reading Secret {name}", self._core.read_namespaced_secret, name, namespace
+            )
         except ApiException as error:
             if error.status == 404:
                 raise PermanentError(f"Secret {namespace}/{name} does not exist") from error
@@ -105,7 +122,9 @@ class Kube:
     async def config_map_annotation(self, *, namespace: str, name: str, key: str) -> str | None:
         """One annotation of a ConfigMap; None when the ConfigMap or the annotation is absent."""
         try:
-            found = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+            found = await _call(
+                f"reading ConfigMap {name}", self._core.read_namespaced_config_map, name, namespace
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -144,13 +163,17 @@ class Kube:
         namespace = meta["namespace"]
         try:
             try:
-                await asyncio.to_thread(self._core.create_namespaced_config_map, namespace, body)
+                await _call(
+                    f"creating ConfigMap {namespace}/{name}",
+                    self._core.create_namespaced_config_map, namespace, body,
+                )  # fmt: skip
             except ApiException as error:
                 if error.status != 409:
                     raise
-                await asyncio.to_thread(
-                    self._core.replace_namespaced_config_map, name, namespace, body
-                )
+                await _call(
+                    f"replacing ConfigMap {namespace}/{name}",
+                    self._core.replace_namespaced_config_map, name, namespace, body,
+                )  # fmt: skip
         except ApiException as error:
             message = f"ConfigMap {namespace}/{name}: {error.status} {error.reason}"
             if error.status in (400, 403, 413, 422):

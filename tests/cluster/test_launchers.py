@@ -336,3 +336,31 @@ def test_stopping_a_rayjob_deletes_it_and_stops_its_ray_job(
     ray = SubmitLauncher(address=ray_address)
     wait_for(ray, job_id=spec.job_id, namespace=namespace, until={JobState.STOPPED})
     rayjob_launcher.stop(job_id=spec.job_id, namespace=namespace)  # again: a no-op
+
+
+def test_a_rayjobs_secrets_reach_its_pods_by_reference_only(
+    rayjob_launcher: RayJobLauncher, api_client: ApiClient, namespace: str, job_id: str
+) -> None:
+    """KubeRay's schema takes secretKeyRef env on the head (the driver) and every worker;
+    no value enters the RayJob, etcd, or Ray's runtime env."""
+    spec = JobSpec(
+        job_id=job_id,
+        namespace=namespace,
+        entrypoint=PRINT_HELLO,
+        env={"GREETING": "plain"},
+        secret_env=(("DISTILL_TEACHER_API_KEY", "teacher-key", "api-key"),),
+    )
+    assert rayjob_launcher.takes_secret_refs
+    rayjob_launcher.submit(spec)
+
+    stored = read_rayjob(api_client, namespace=namespace, name=spec.job_id)["spec"]
+    cluster = stored["rayClusterSpec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    reference = {"secretKeyRef": {"name": "teacher-key", "key": "api-key"}}
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {entry["name"]: entry for entry in container["env"]}
+            assert env["DISTILL_TEACHER_API_KEY"] == {
+                "name": "DISTILL_TEACHER_API_KEY", "valueFrom": reference}  # fmt: skip
+    assert "DISTILL_TEACHER_API_KEY" not in stored["runtimeEnvYAML"]
+    assert "DISTILL_TEACHER_API_KEY" not in str(rayjob_launcher.template), "template unchanged"

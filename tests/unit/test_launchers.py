@@ -168,6 +168,31 @@ def test_the_rayjob_carries_entrypoint_env_labels_and_cleanup() -> None:
     assert rayjob["metadata"] == spec.labels  # Ray's job metadata
 
 
+def test_a_rayjob_names_its_secrets_on_every_ray_container_and_holds_no_value() -> None:
+    template = default_cluster_spec(image="ray:x", gpu_workers=1)
+    head = template["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"] = [{"name": "DISTILL_TEACHER_API_KEY", "value": "from-the-template"}]
+    spec = JobSpec(
+        job_id="dp-1-teach-a1",
+        namespace="ns",
+        entrypoint="python -m distill_jobs.teach",
+        secret_env=(("DISTILL_TEACHER_API_KEY", "teacher-key", "api-key"),),
+    )
+    manifest = rayjob_manifest(spec=spec, cluster_spec=template, ttl_seconds_after_finished=60)
+    cluster = manifest["spec"]["rayClusterSpec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        (container,) = group["template"]["spec"]["containers"]
+        assert [e for e in container["env"] if e["name"] == "DISTILL_TEACHER_API_KEY"] == [
+            {
+                "name": "DISTILL_TEACHER_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "teacher-key", "key": "api-key"}},
+            }
+        ]
+    assert "runtimeEnvYAML" not in manifest["spec"]
+    assert head["env"][0]["value"] == "from-the-template", "the template is not changed"
+
+
 def test_the_default_cluster_has_a_gpu_worker_group_for_training() -> None:
     cluster = default_cluster_spec(image="ray:x", gpu_workers=2, gpus_per_worker=4)
     (group,) = cluster["workerGroupSpecs"]

@@ -43,6 +43,14 @@ HASH_DTYPE = np.uint32
 SYSTEM_ROLES = frozenset({"system", "developer"})
 _WORDS = re.compile(r"\w+")
 GZIP_MAGIC = b"\x1f\x8b"
+# Longest prompt_text kept, in characters. At about 4 characters a token this is the
+# largest training.maxSequenceLength the API accepts (131072 tokens): no student could
+# train on a longer prompt, and such a row is almost always a log or a file pasted into
+# a chat. Source has no spec field for it (it knows no tokenizer), so it is a constant.
+MAX_PROMPT_CHARS = 4 * 131_072
+# A ``\uD800``-``\uDFFF`` escape: JSON may spell a lone surrogate, which no UTF-8 file
+# (nor Arrow string) can hold, so such a row is dropped rather than failing its file.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class Drop(StrEnum):
@@ -57,11 +65,20 @@ class Drop(StrEnum):
     NO_USER_TURN = "no_user_turn"
     EMPTY_PROMPT = "empty_prompt"
     BAD_GZIP = "bad_gzip"
+    LONE_SURROGATE = "lone_surrogate"
+    TOO_DEEP = "too_deep"
+    PROMPT_TOO_LONG = "prompt_too_long"
 
     @property
     def malformed(self) -> bool:
-        """True for rows that are broken, False for well-formed rows without a prompt."""
-        return self not in {Drop.NO_PROMPT, Drop.NO_USER_TURN, Drop.EMPTY_PROMPT}
+        """True for rows that are broken, False for well-formed rows (with or without a
+        prompt)."""
+        return not self.no_prompt and self is not Drop.PROMPT_TOO_LONG
+
+    @property
+    def no_prompt(self) -> bool:
+        """True for well-formed rows without a prompt."""
+        return self in {Drop.NO_PROMPT, Drop.NO_USER_TURN, Drop.EMPTY_PROMPT}
 
 
 DROP_MEANINGS: Mapping[Drop, str] = {
@@ -74,6 +91,9 @@ DROP_MEANINGS: Mapping[Drop, str] = {
     Drop.NO_USER_TURN: "messages has no user turn",
     Drop.EMPTY_PROMPT: "the user text is empty",
     Drop.BAD_GZIP: "file starts as gzip but does not decompress",
+    Drop.LONE_SURROGATE: "a string escapes half a surrogate pair (\\ud800-\\udfff): not text",
+    Drop.TOO_DEEP: "JSON nested too deep to parse",
+    Drop.PROMPT_TOO_LONG: f"the prompt is over {MAX_PROMPT_CHARS} characters",
 }
 
 
@@ -113,7 +133,7 @@ def _clean_messages(raw: Any) -> list[dict[str, Any]] | None:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
     if not isinstance(raw, list | tuple) or not raw:
         return None
@@ -169,9 +189,12 @@ def extract_prompt(record: Mapping[str, Any], *, fields: FieldNames) -> Prompt |
         for m in messages
         if m["role"] == "user" or m["role"] in SYSTEM_ROLES
     ]
+    prompt_text = "\n".join(texts)
+    if len(prompt_text) > MAX_PROMPT_CHARS:
+        return Drop.PROMPT_TOO_LONG
     return Prompt(
         messages=messages,
-        prompt_text="\n".join(texts),
+        prompt_text=prompt_text,
         user_text=user_text,
         system_text="\n".join(system),
         reference=_reference(record.get(fields.reference)),
@@ -256,6 +279,25 @@ def near_group(system_text: str) -> str:
     return prompt_hash(system_text)
 
 
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value has a string (or key) that is not valid Unicode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _record(value: Any, *, raw: bytes) -> dict[str, Any] | Drop:
+    """A decoded JSON value as a record, or why it is not one."""
+    if not isinstance(value, dict):
+        return Drop.NOT_OBJECT
+    # Re-encoding is the only sure test; the escape is rare, so only those rows pay.
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
+        return Drop.LONE_SURROGATE
+    return value
+
+
 def decode_line(line: bytes) -> dict[str, Any] | Drop:
     """One line of JSON Lines (without its newline) to a record, or why it is not one."""
     try:
@@ -266,14 +308,16 @@ def decode_line(line: bytes) -> dict[str, Any] | Drop:
         value = json.loads(text)
     except json.JSONDecodeError:
         return Drop.NOT_JSON
-    return value if isinstance(value, dict) else Drop.NOT_OBJECT
+    except RecursionError:  # valid JSON, perhaps, but deeper than Python's parser goes
+        return Drop.TOO_DEEP
+    return _record(value, raw=line)
 
 
 def _whole_json(data: bytes) -> list[Any] | None:
     """The records of a ``.json`` file holding one array or one object, else None."""
     try:
         value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if isinstance(value, list):
         return value
@@ -305,7 +349,7 @@ def json_records(data: bytes, *, path: str) -> Iterator[tuple[int, dict[str, Any
         whole = _whole_json(data)
         if whole is not None:
             for position, value in enumerate(whole, start=1):
-                yield position, value if isinstance(value, dict) else Drop.NOT_OBJECT
+                yield position, _record(value, raw=data)
             return
     for number, line in enumerate(data.split(b"\n"), start=1):
         if line.strip():

@@ -19,7 +19,7 @@ from distill_jobs.sourcing.settings import SourceSettings
 from distill_jobs.sourcing.tally import Tally
 
 MAX_FILES_LISTED = 1000
-MAX_SLICE_METRICS = 19  # with the 11 headline numbers, under the operator's 32
+MAX_SLICE_METRICS = 19  # with the 12 headline numbers, under the operator's 32
 
 
 def _share(count: int, total: int) -> float:
@@ -47,6 +47,7 @@ def rows_section(tally: Tally, deduplicated: Deduplicated | None) -> dict[str, A
         "read": tally.rows,
         "malformed": tally.malformed,
         "no_prompt": tally.no_prompt,
+        "too_long": tally.too_long,
         "prompts": tally.raw,
         "with_reference": tally.with_reference,
         "dropped": {
@@ -122,7 +123,10 @@ def headline_metrics(
         "raw": tally.raw,
         "malformed": tally.malformed,
         "no_prompt": tally.no_prompt,
+        "too_long": tally.too_long,
         "slice_count": sum(1 for row in table.values() if row["raw"]),
+        # A table, so the operator leaves it out of status; report.json has examples.
+        "dropped_by_reason": dict(sorted(tally.dropped.items())),
     }
     if deduplicated is not None:
         metrics |= {

@@ -56,7 +56,11 @@ class Tally:
 
     @property
     def no_prompt(self) -> int:
-        return sum(n for reason, n in self.dropped.items() if not Drop(reason).malformed)
+        return sum(n for reason, n in self.dropped.items() if Drop(reason).no_prompt)
+
+    @property
+    def too_long(self) -> int:
+        return self.dropped[Drop.PROMPT_TOO_LONG.value]
 
     @property
     def raw(self) -> int:

@@ -86,7 +86,7 @@ def tool_call_record(call: Any) -> dict[str, Any]:
     raw = getattr(function, "arguments", None)
     try:
         arguments: Any = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # torn, or nested too deep to parse
         arguments = raw  # kept as sent: a verifier may want to see the malformed call
     return {"id": call.id, "name": getattr(function, "name", None), "arguments": arguments}
 

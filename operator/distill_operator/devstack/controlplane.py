@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import ssl
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -177,6 +178,31 @@ class ControlPlane:
             self.stop()
             raise
 
+    def restart_apiserver(self, *, downtime_s: float = 0.0) -> None:
+        """Stop kube-apiserver alone, wait, and start it again as it was.
+
+        The same port, etcd (so every object survives), serving certificate, service
+        account key and token: clients holding the kubeconfig reconnect unchanged, as
+        they would to a real cluster's API server coming back from a restart.
+
+        Args:
+            downtime_s: How long the API server stays down.
+
+        Raises:
+            RuntimeError: Not started.
+            DevStackError: The old kube-apiserver survived SIGKILL.
+            StartupError: The new one did not become ready.
+        """
+        if self._apiserver is None:
+            raise RuntimeError("the control plane was not started")
+        survivors = self._apiserver.stop(
+            timeout_s=self.settings.stop_timeout_s, poll_interval_s=self.settings.poll_interval_s
+        )
+        if survivors:
+            raise DevStackError(f"kube-apiserver survived SIGKILL: {sorted(survivors)}")
+        time.sleep(downtime_s)
+        self._run_apiserver(self._apiserver)
+
     def _start_etcd(
         self, binaries: ControlPlaneBinaries, *, client_port: int, peer_port: int
     ) -> None:
@@ -236,11 +262,14 @@ class ControlPlane:
             env=os.environ,
             fate_share=self._fate_share,
         )
-        self._apiserver.start()
         self._server = f"https://127.0.0.1:{port}"
+        self._run_apiserver(self._apiserver)
+
+    def _run_apiserver(self, apiserver: ManagedProcess) -> None:
+        apiserver.start()
         self._wait_ready(
-            self._apiserver,
-            url=f"{self._server}/readyz",
+            apiserver,
+            url=f"{self.server}/readyz",
             expect="ok",
             bearer_token=self._token,
             ssl_context=unverified_tls(),

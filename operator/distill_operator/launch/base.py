@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from distill_operator import api
 
@@ -52,6 +52,14 @@ class JobSpec:
     # (env var, Secret name, key): for launchers whose platform reads Secrets itself (a
     # pod's secretKeyRef), so the value never enters the object they create.
     secret_env: tuple[tuple[str, str, str], ...] = ()
+
+
+def secret_key_refs(spec: JobSpec) -> list[dict[str, Any]]:
+    """``spec.secret_env`` as container env entries: the kubelet reads the Secret."""
+    return [
+        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for variable, secret, key in spec.secret_env
+    ]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,13 @@ from kubernetes.client.exceptions import ApiException
 from distill_operator import naming
 from distill_operator.errors import LaunchError
 from distill_operator.launch.apierrors import api_message, kubernetes_errors
-from distill_operator.launch.base import DEPLOYMENT_MODE, JobObservation, JobSpec, JobState
+from distill_operator.launch.base import (
+    DEPLOYMENT_MODE,
+    JobObservation,
+    JobSpec,
+    JobState,
+    secret_key_refs,
+)
 
 FIELD_MANAGER: Final = "distill-operator"
 JOB_LABEL: Final = "distill.dev/job"
@@ -77,11 +83,7 @@ def _env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "HOME", "value": "/tmp"},  # caches go to the one writable place
     ]
     env += [{"name": name, "value": value} for name, value in spec.env.items()]
-    env += [
-        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for variable, secret, key in spec.secret_env
-    ]
-    return env
+    return env + secret_key_refs(spec)
 
 
 def _probe(*, period: int, failures: int) -> dict[str, Any]:

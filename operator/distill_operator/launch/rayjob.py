@@ -61,7 +61,7 @@ from distill_operator.errors import (
     PermanentError,
 )
 from distill_operator.launch.apierrors import api_message, kubernetes_errors
-from distill_operator.launch.base import JobObservation, JobSpec, JobState
+from distill_operator.launch.base import JobObservation, JobSpec, JobState, secret_key_refs
 from distill_operator.launch.submit import ray_job_dashboard, shorten_message
 
 KUBERAY_VERSION: Final = "1.6.2"
@@ -227,6 +227,8 @@ def rayjob_manifest(
         rayjob_spec["metadata"] = dict(spec.labels)  # Ray's job metadata, as in mode submit
     if spec.env:
         rayjob_spec["runtimeEnvYAML"] = yaml.safe_dump({"env_vars": dict(spec.env)})
+    if spec.secret_env:
+        _add_to_every_ray_container(rayjob_spec["rayClusterSpec"], secret_key_refs(spec))
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RayJob",
@@ -234,6 +236,17 @@ def rayjob_manifest(
         | ({"ownerReferences": [spec.owner.reference()]} if spec.owner else {}),
         "spec": rayjob_spec,
     }
+
+
+def _add_to_every_ray_container(cluster_spec: dict[str, Any], env: list[dict[str, Any]]) -> None:
+    """Secrets by reference on the head (the driver) and every worker (Ray's tasks), so
+    no value sits in the RayJob, in etcd or in Ray's job record."""
+    groups = [cluster_spec.get("headGroupSpec") or {}, *cluster_spec.get("workerGroupSpecs", [])]
+    for group in groups:
+        for container in group.get("template", {}).get("spec", {}).get("containers", []):
+            names = {entry["name"] for entry in env}
+            kept = [entry for entry in container.get("env", []) if entry.get("name") not in names]
+            container["env"] = kept + env
 
 
 class RayJobLauncher:
@@ -249,7 +262,7 @@ class RayJobLauncher:
     """
 
     mode: str = "rayjob"
-    takes_secret_refs: bool = False
+    takes_secret_refs: bool = True
 
     def __init__(
         self,
