@@ -569,8 +569,8 @@ class _Pass:
         entry.job.state = JobState.PENDING.value
         entry.job.submitted_at = timestamp(self.obs.now)
         labels = {
-            "distill.dev/project": self.obs.project.split("/", 1)[1],
-            "distill.dev/stage": definition.stage.value,
+            naming.PROJECT_LABEL: self.obs.project.split("/", 1)[1],
+            naming.STAGE_LABEL: definition.stage.value,
         }
         if unit.part:
             labels["distill.dev/candidate"] = unit.part
@@ -584,7 +584,7 @@ class _Pass:
                     f"--input {naming.input_uri(stage_dir)}",
                     labels=labels,
                     entrypoint_num_cpus=self.settings.driver_cpus,
-                    owner=Owner(name=labels["distill.dev/project"], uid=self.obs.project_uid),
+                    owner=Owner(name=labels[naming.PROJECT_LABEL], uid=self.obs.project_uid),
                 ),
                 secret_env=_secret_env(spec, definition),
             )

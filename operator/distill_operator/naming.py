@@ -14,6 +14,8 @@ from distill_operator.api import Stage
 MAX_JOB_ID = 40
 MAX_OBJECT_NAME = 253  # a DNS-1123 subdomain: ConfigMap names
 MAX_SERVICE_NAME = 63  # a DNS-1035 label
+PROJECT_LABEL = "distill.dev/project"  # on everything made for a project
+STAGE_LABEL = "distill.dev/stage"  # on stage jobs and report ConfigMaps
 
 
 def job_id(

@@ -49,7 +49,6 @@ REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it s
 MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
 ROUTER_TIMEOUT_SECONDS = 3.0
 DEFAULT_JOBS_IMAGE = "ghcr.io/distill-dev/distill-jobs:latest"
-STAGE_LABEL = "distill.dev/stage"  # on jobs (set by the machine) and report ConfigMaps
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ async def _carry_out(
             except PermanentError as error:
                 refused.jobs[action.job.job_id] = str(error)
                 continue
-            stage = action.job.labels.get(STAGE_LABEL, "")
+            stage = action.job.labels.get(naming.STAGE_LABEL, "")
             runtime.metrics.launched(stage=stage, mode=action.mode)
             logger.info("submitted job %s (%s)", action.job.job_id, action.mode)
         elif isinstance(action, machine.StopJob):
@@ -292,8 +291,8 @@ async def _publish(
         name=action.name,
         data=data,
         labels={
-            "distill.dev/project": project["metadata"]["name"],
-            STAGE_LABEL: action.stage.value,
+            naming.PROJECT_LABEL: project["metadata"]["name"],
+            naming.STAGE_LABEL: action.stage.value,
         },
         annotations={REPORT_HASH: action.input_hash},
     )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from distill_operator import naming
 from distill_operator.devstack import ControlPlane, DevStackSettings, apply_crds, kubectl
 from distill_operator.devstack.operator_process import OperatorProcess
 from distill_operator.launch.rayjob import KUBERAY_VERSION
@@ -24,7 +25,6 @@ from .projects import RAY_IMAGE, Projects, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RAYJOB = {"spec.ray.mode": "rayjob", "spec.ray.image": RAY_IMAGE, "spec.policy.maxRetries": 0}
-PROJECT_LABEL = "distill.dev/project"
 OUTAGE_S = 5.0
 
 
@@ -68,7 +68,7 @@ def custom_api(kubeconfig: Path) -> client.CustomObjectsApi:
 def rayjobs_of(custom: client.CustomObjectsApi, namespace: str, project: str) -> list[str]:
     """Names of the RayJobs labelled as the project's, from the live API."""
     listed = custom.list_namespaced_custom_object(
-        "ray.io", "v1", namespace, "rayjobs", label_selector=f"{PROJECT_LABEL}={project}"
+        "ray.io", "v1", namespace, "rayjobs", label_selector=f"{naming.PROJECT_LABEL}={project}"
     )
     return sorted(item["metadata"]["name"] for item in listed["items"])
 

@@ -13,7 +13,8 @@ import yaml
 
 from distill_jobs.contract import Endpoint
 from distill_operator.api import ProjectSpec, ProjectStatus, Stage, StageState
-from distill_operator.cli import _cmd_plan, build_parser
+from distill_operator.cli import build_parser
+from distill_operator.cli.plan import cmd_plan
 from distill_operator.plan import InvalidSpec, PlanRow, plan
 from distill_operator.stages import launch
 from manifests import example_manifest
@@ -259,14 +260,14 @@ def run_plan(tmp_path: Path, project: dict[str, Any], spec: dict[str, Any], *opt
     args = build_parser().parse_args(
         ["plan", "demo", "-f", str(tmp_path / "new.yaml"), "-n", "ns", *options]
     )
-    assert args.func is _cmd_plan
+    assert args.func is cmd_plan
 
     def read_project(namespace: str, name: str) -> dict[str, Any]:
         assert (namespace, name) == ("ns", "demo")
         found: dict[str, Any] = json.loads((tmp_path / "project.json").read_text())
         return found
 
-    return _cmd_plan(args, read_project=read_project)
+    return cmd_plan(args, read_project=read_project)
 
 
 def test_plan_json_output_parses(
@@ -304,5 +305,5 @@ def test_argparse_namespace_is_what_the_command_reads() -> None:
     args = build_parser().parse_args(["plan", "demo", "-f", "new.yaml", "-n", "default"])
     assert args == argparse.Namespace(
         command="plan", name="demo", file="new.yaml", namespace="default", output="table",
-        func=_cmd_plan,
+        func=cmd_plan,
     )  # fmt: skip

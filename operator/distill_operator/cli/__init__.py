@@ -23,7 +23,6 @@ from distill_operator.cli.cluster import context_namespace
 from distill_operator.cli.errors import CliError
 from distill_operator.cli.logs import STAGE_CHOICES, cmd_logs
 from distill_operator.cli.plan import cmd_plan
-from distill_operator.cli.plan import read_project as _read_project
 from distill_operator.cli.report import (
     DEFAULT_EXAMPLES,
     cmd_disagreements,
@@ -35,8 +34,6 @@ from distill_operator.cli.status import cmd_status, print_timeline, serving_line
 from distill_operator.cli.timeline import timeline_rows
 
 __all__ = [
-    "_cmd_plan",
-    "_read_project",
     "build_parser",
     "main",
     "print_report",
@@ -47,7 +44,6 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "distill-operator" / "dev"
-_cmd_plan = cmd_plan  # the name tests/unit/test_plan.py imports
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -155,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan_cmd = _project_command(commands, "plan", help="what applying a new spec would re-run")
     plan_cmd.add_argument("-f", "--file", required=True, help="the new manifest (or its spec)")
-    plan_cmd.set_defaults(func=_cmd_plan)
+    plan_cmd.set_defaults(func=cmd_plan)
 
     demo = commands.add_parser("demo", help="run the example project on the dev stack")
     demo.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))

@@ -40,7 +40,6 @@ from distill_operator.launch.base import (
 
 FIELD_MANAGER: Final = "distill-operator"
 JOB_LABEL: Final = "distill.dev/job"
-PROJECT_LABEL: Final = "distill.dev/project"
 COMPONENT: Final = {"app.kubernetes.io/component": "router"}
 SERVICE_PORT: Final = 80
 PROGRESS_DEADLINE_SECONDS: Final = 600
@@ -150,15 +149,15 @@ def router_deployment(spec: JobSpec, pod: RouterPod) -> dict[str, Any]:
 
 def router_service(spec: JobSpec) -> dict[str, Any]:
     """The project's router Service: a stable address over whichever router pods run."""
-    project = spec.labels[PROJECT_LABEL]
+    project = spec.labels[naming.PROJECT_LABEL]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(spec, naming.router_service(project))
-        | {"labels": {PROJECT_LABEL: project, **COMPONENT}},
+        | {"labels": {naming.PROJECT_LABEL: project, **COMPONENT}},
         "spec": {
             "type": "ClusterIP",
-            "selector": {PROJECT_LABEL: project, **COMPONENT},
+            "selector": {naming.PROJECT_LABEL: project, **COMPONENT},
             "ports": [
                 {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
             ],
