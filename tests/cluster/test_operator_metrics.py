@@ -21,6 +21,7 @@ from .projects import RAY_IMAGE, Projects, unused_loopback_port, wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "charts" / "distill-operator" / "dashboards"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+STOP_JOBS_DONE = "Handler 'stop_jobs' succeeded."
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -136,6 +137,8 @@ def test_projects_stage_durations_launches_and_failures_show_in_a_scrape(
     assert [key for key in after if key[0] == "distill_projects"] == [
         ("distill_projects", frozenset({("phase", "Failed"), ("stage", "Source")}))
     ]
+    # kopf logs the delete handler's end after the project's loop (and its gauge) is gone.
+    wait_for("kopf's deletion line", lambda: STOP_JOBS_DONE in process.log_text())
     assert_json_log_lines(process.log_text(), namespace)
 
 
@@ -166,7 +169,7 @@ def assert_json_log_lines(log: str, namespace: str) -> None:
     ]
     # kopf's own lines about the deletion, written after the project's loop has stopped,
     # still name the stage it was deleted in.
-    (deleted,) = [line for line in about if line["message"] == "Handler 'stop_jobs' succeeded."]
+    (deleted,) = [line for line in about if line["message"] == STOP_JOBS_DONE]
     assert (deleted["logger"], deleted["project"], deleted["stage"]) == (
         "kopf.objects", f"{namespace}/launches", "Source",
     )  # fmt: skip
