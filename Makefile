@@ -24,7 +24,7 @@ export RAY_AUTH_MODE := disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv controlplane kuberay-crds prometheus-crds crds docs lint test test-unit demo bench clean
+.PHONY: help venv controlplane kuberay-crds prometheus-crds crds docs lint test test-unit demo bench chaos clean
 
 help:
 	@echo "make demo   run the example project on a local control plane and Ray cluster"
@@ -32,6 +32,7 @@ help:
 	@echo "make crds   regenerate crds/, the chart's copy and docs/api.md from the API models"
 	@echo "make docs   regenerate docs/api.md (the API reference) from the API models"
 	@echo "make bench  benchmarks (tables on stdout, JSON in bench/results/)"
+	@echo "make chaos  the long chaos run: the operator SIGKILLed 24 times across all seven stages"
 
 $(VENV_STAMP): pyproject.toml requirements.lock
 	command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -79,10 +80,15 @@ test: venv controlplane kuberay-crds prometheus-crds lint
 demo: venv controlplane
 	$(VENV)/bin/distill demo
 
-bench: venv
+bench: venv controlplane
 	$(VENV)/bin/python bench/quality.py
 	$(VENV)/bin/python bench/teach.py
 	$(VENV)/bin/python bench/train.py
+	$(VENV)/bin/python bench/scale.py
+
+# make test runs the short form (6 kills, Define to Teach); this is the whole demo project.
+chaos: venv controlplane kuberay-crds
+	DISTILL_CHAOS_KILLS=24 DISTILL_CHAOS_FULL=1 $(VENV)/bin/pytest -s tests/cluster/test_chaos.py -k random_points
 
 clean:
 	-$(VENV)/bin/distill dev down

@@ -115,6 +115,11 @@ REFUSED = [
         "rayjob-without-image", {"spec.ray.mode": "rayjob"}, "spec.ray.image", "rayjob needs",
     ),
     BadManifest(
+        "rayjob-with-cluster-secrets",
+        {"spec.ray": {"mode": "rayjob", "image": "ray:2", "secretDelivery": "cluster"}},
+        "spec.ray.secretDelivery", "for mode submit",
+    ),
+    BadManifest(
         "no-alternatives", {"spec.investigate.alternatives": []},
         "spec.investigate.alternatives", "1",
     ),

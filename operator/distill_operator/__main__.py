@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 from typing import Any
 
 import kopf
 
 from distill_operator import handlers
+from distill_operator.reconciler import DRY_RUN_ENV
 from distill_operator.telemetry import LOG_FORMATS, OperatorMetrics, configure_logging
 
 MAX_PRIORITY = 32767
@@ -57,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="json: one object per line (time, level, logger, message, and project and "
         "stage on lines about a project), for log pipelines; text (the default) for a terminal",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="record stage jobs and never run them (they stay Pending): for measuring the "
+        f"operator itself, with no Ray cluster (same as {DRY_RUN_ENV}=1)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
@@ -101,6 +109,8 @@ def operator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dry_run:
+        os.environ[DRY_RUN_ENV] = "1"  # read with the rest of the settings at startup
     metrics = OperatorMetrics()
     configure_logging(log_format=args.log_format, verbose=args.verbose, book=metrics.projects)
     if args.metrics_address is not None:

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -27,6 +28,8 @@ from distill_operator.reconciler import (
 from distill_operator.telemetry import OperatorMetrics, about_project
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
+FINALIZER = "distill.dev/finalizer"
+FINALIZER_WAIT_TICKS = 100  # of 50 ms: kopf adds it within a watch event's round trip
 
 
 class ApiRetryDelays:
@@ -43,15 +46,24 @@ class ApiRetryDelays:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = "distill.dev/finalizer"
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_settings = OperatorSettings.from_env()
+    # Every API, Ray and store call runs in a thread (asyncio.to_thread): asyncio's
+    # default pool (CPUs + 4 threads) would queue a thousand projects' passes behind a
+    # handful of slow calls. Async, so the loop set is kopf's own.
+    workers = operator_settings.api_workers
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="distill")
+    asyncio.get_running_loop().set_default_executor(pool)
+    settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING  # our own events tell the story, not kopf's
     settings.watching.server_timeout = 60
     settings.networking.error_backoffs = ApiRetryDelays()
     # The metrics `python -m distill_operator` serves, handed in through the memo.
     metrics = memo.get("metrics") or OperatorMetrics()
     memo.runtime = Runtime(
-        kube=Kube(load_api_client()), settings=OperatorSettings.from_env(), metrics=metrics
+        kube=Kube(load_api_client(connections=workers)),
+        settings=operator_settings,
+        metrics=metrics,
     )
 
 
@@ -62,11 +74,24 @@ def _wake_event(memo: kopf.Memo) -> asyncio.Event:
     return event
 
 
-@kopf.on.update(*RESOURCE, field="spec")
-@kopf.on.create(*RESOURCE)
-def wake(memo: kopf.Memo, **_: Any) -> None:
-    """A new or changed spec: reconcile now rather than at the next poll."""
-    _wake_event(memo).set()
+@kopf.on.event(*RESOURCE)
+def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new or changed spec (a new generation): reconcile now rather than at the next
+    poll. A raw-event handler, so kopf keeps no state for it in the object (a create or
+    update handler costs a PATCH per change, which races the project's status write)."""
+    generation = body.get("metadata", {}).get("generation")
+    if memo.get("generation_seen") != generation:
+        memo.generation_seen = generation
+        _wake_event(memo).set()
+
+
+async def _finalizer_in_place(body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+    """Wait (briefly) for kopf's finalizer on a new project: a status written before it
+    lands is refused as stale (409) and costs a read and a write more."""
+    for _ in range(FINALIZER_WAIT_TICKS):
+        if FINALIZER in (body.get("metadata", {}).get("finalizers") or []) or stopped:
+            return
+        await asyncio.sleep(0.05)
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5.0)
@@ -81,6 +106,7 @@ async def run_project(
         kopf.event(body, type=kind, reason=reason, message=message)
 
     project = f"{namespace}/{name}"
+    await _finalizer_in_place(body, stopped)
     with about_project(project, uid=body.metadata.uid or ""), runtime.metrics.tracking(project):
         while not stopped:
             wake_up.clear()

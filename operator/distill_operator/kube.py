@@ -17,13 +17,16 @@ from distill_operator import api
 from distill_operator.errors import PermanentError, TransientError, UnreachableError
 
 
-def load_api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+def load_api_client(*, connections: int = 10) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG),
+    with up to ``connections`` kept open (one per thread that may call at once)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 async def _call(action: str, function: Callable[..., Any], *args: Any) -> Any:
@@ -79,7 +82,8 @@ class Kube:
             if error.status == 404:
                 return  # deleted meanwhile: nothing left to report on
             where = f"{meta['namespace']}/{meta['name']}"
-            delay = 0.5 if error.status == 409 else 10.0
+            # A conflict means a newer object (often kopf's finalizer): read it at once.
+            delay = 0.0 if error.status == 409 else 10.0
             raise TransientError(
                 f"writing status of {where}: {error.status} {error.reason}: {error.body}",
                 delay=delay,

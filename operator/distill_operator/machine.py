@@ -49,6 +49,7 @@ from distill_operator.api import (
     Student,
     Trigger,
 )
+from distill_operator.api.status import MAX_JOB_MESSAGE
 from distill_operator.conditions import Problem, derive_conditions
 from distill_operator.diagnosis import diagnose
 from distill_operator.launch.base import (
@@ -518,10 +519,13 @@ class _Pass:
         elif job is None and refused:
             message = f"job {entry.job.id} was refused: {refused}"
             self._attempt_failed(spec, unit, "LaunchRefused", message)
-        elif job is None:
+        elif job is None or (job.state == JobState.UNKNOWN and entry.job.submitted_at is None):
+            # A retry whose platform is away is still submitted: the submit fails and is
+            # retried, and the attempt's deadline counts from the first try.
             self._submit(spec, unit)
         elif not job.state.is_terminal():
-            entry.job.state, entry.job.dashboard = job.state.value, job.dashboard
+            entry.job.state, entry.job.message = job.state.value, job.message[:MAX_JOB_MESSAGE]
+            entry.job.dashboard = job.dashboard or entry.job.dashboard
             progress = self.obs.progress.get(entry.result_uri)
             if progress:
                 entry.metrics = _bounded_numbers(progress, entry.max_metrics)
@@ -565,6 +569,11 @@ class _Pass:
         assert entry.job is not None and entry.result_uri is not None
         definition = unit.definition
         stage_dir = entry.result_uri.rsplit("/", 1)[0]
+        # The input again (same content, same place): the pass that recorded this attempt
+        # wrote it only after status, and an operator killed in between left none.
+        stage_input = self._input_of(spec, unit).model_copy(update={"attempt": entry.attempt})
+        if stage_input.input_hash() == entry.input_hash:
+            self.actions.append(WriteInput(naming.input_uri(stage_dir), stage_input))
         entry.next_attempt_at = None
         entry.job.state = JobState.PENDING.value
         entry.job.submitted_at = timestamp(self.obs.now)
@@ -586,7 +595,7 @@ class _Pass:
                     entrypoint_num_cpus=self.settings.driver_cpus,
                     owner=Owner(name=labels[naming.PROJECT_LABEL], uid=self.obs.project_uid),
                 ),
-                secret_env=_secret_env(spec, definition),
+                secret_env=_secret_env(spec, definition, mode=entry.job.mode),
             )
         )
         self.actions.append(Emit("Normal", "JobSubmitted", f"{unit.label}: job {entry.job.id}"))
@@ -611,6 +620,8 @@ class _Pass:
         self._count_spend(unit, None)
         limit = spec.policy.deadline_seconds
         message = f"job {entry.job.id} ran past spec.policy.deadlineSeconds ({limit}s)"
+        if entry.job.state == JobState.UNKNOWN.value:
+            message += f"; its platform could not be asked: {entry.job.message}"
         self._attempt_failed(spec, unit, "DeadlineExceeded", message)
 
     def _attempt_failed(self, spec: ProjectSpec, unit: _Unit, reason: str, message: str) -> None:
@@ -978,9 +989,13 @@ def _bounded_numbers(values: Mapping[str, Any], limit: int) -> dict[str, float]:
     return {key: numbers[key] for key in order[:limit]}
 
 
-def _secret_env(spec: ProjectSpec, definition: StageDefinition) -> tuple[tuple[str, str, str], ...]:
+def _secret_env(
+    spec: ProjectSpec, definition: StageDefinition, *, mode: str
+) -> tuple[tuple[str, str, str], ...]:
     """Stages that talk to the teacher get its API key, and the router its clients'
-    token, by reference."""
+    token, by reference; none where the Ray cluster's pods carry them."""
+    if spec.jobs_bring_their_secrets(mode):
+        return ()
     env = []
     key = spec.teacher.api_key_secret_ref
     if key is not None and "teacher" in definition.reads:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from pydantic import ValidationError
@@ -34,14 +34,17 @@ from distill_jobs.contract import (
 )
 from distill_operator import machine, naming
 from distill_operator.api import JobRunStatus, ProjectSpec, ProjectStatus, StageState
-from distill_operator.errors import PermanentError, TransientError
+from distill_operator.errors import DistillError, PermanentError, TransientError
 from distill_operator.kube import Kube
-from distill_operator.launch.base import JobObservation, Launcher
+from distill_operator.launch.base import JobObservation, JobState, Launcher
 from distill_operator.launch.deployment import DEFAULT_RESOURCES, DeploymentLauncher, RouterPod
+from distill_operator.launch.dry import DryLauncher
 from distill_operator.launch.rayjob import RayJobLauncher, default_cluster_spec
-from distill_operator.launch.submit import SubmitLauncher
 from distill_operator.stages import Facts, launch
 from distill_operator.telemetry import OperatorMetrics
+
+if TYPE_CHECKING:  # Ray's client is imported on first use: dry and rayjob modes never load it
+    from distill_operator.launch.submit import SubmitLauncher
 
 EventPoster = Callable[[str, str, str], None]
 MAX_PASSES = 16  # passes in one go while each one asks for the next at once
@@ -49,6 +52,7 @@ REPORT_HASH = "distill.dev/input-hash"  # on a report ConfigMap: the result it s
 MAX_REPORT_BYTES = 512 * 1024  # ConfigMaps hold 1 MiB; a report is a summary
 ROUTER_TIMEOUT_SECONDS = 3.0
 DEFAULT_JOBS_IMAGE = "ghcr.io/distill-dev/distill-jobs:latest"
+DRY_RUN_ENV = "DISTILL_DRY_RUN"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class OperatorSettings:
     jobs_image: str = DEFAULT_JOBS_IMAGE  # the router's, where the spec names none
     machine: machine.Settings = field(default_factory=machine.Settings)
     idle_seconds: float = 300.0  # re-check of a project with nothing due (a resync)
+    dry_run: bool = False  # jobs recorded, never run (launch/dry.py)
+    api_workers: int = 32  # threads (and API connections) for blocking calls
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -69,6 +75,8 @@ class OperatorSettings:
                 poll_seconds=float(os.environ.get("DISTILL_POLL_SECONDS", "5")),
                 driver_cpus=float(os.environ.get("DISTILL_DRIVER_CPUS", "0.1")),
             ),
+            dry_run=os.environ.get(DRY_RUN_ENV, "") not in ("", "0", "false"),
+            api_workers=int(os.environ.get("DISTILL_API_WORKERS", cls.api_workers)),
         )
 
 
@@ -105,8 +113,11 @@ class Runtime:
     settings: OperatorSettings
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     _submit_launchers: dict[str, SubmitLauncher] = field(default_factory=dict)
+    _dry_launchers: dict[str, DryLauncher] = field(default_factory=dict)
 
     def launcher(self, spec: ProjectSpec | None, mode: str) -> Launcher:
+        if self.settings.dry_run:
+            return self._dry_launchers.setdefault(mode, DryLauncher(mode))
         if mode == DeploymentLauncher.mode:
             return DeploymentLauncher(api_client=self.kube.api_client, pod=self._router_pod(spec))
         if mode == "rayjob":
@@ -117,6 +128,8 @@ class Runtime:
             return RayJobLauncher(api_client=self.kube.api_client, template=template)
         address = (spec.ray.address if spec else None) or self.settings.ray_address
         if address not in self._submit_launchers:
+            from distill_operator.launch.submit import SubmitLauncher
+
             self._submit_launchers[address] = SubmitLauncher(address=address)
         return self._submit_launchers[address]
 
@@ -129,26 +142,20 @@ class Runtime:
         return RouterPod(image=image, port=router.bind()[1], resources=resources)
 
 
-def _secret_refs(spec: ProjectSpec) -> list[tuple[str, str]]:
-    refs = [
-        spec.teacher.api_key_secret_ref,
-        spec.artifacts.credentials_secret_ref,
-        spec.launch.router.token_secret_ref,
-    ]
-    return [(ref.name, ref.key) for ref in refs if ref is not None]
-
-
 async def _facts(
     runtime: Runtime, namespace: str, spec: ProjectSpec | None, status: ProjectStatus
 ) -> Facts:
-    """The Secrets the spec references that do not exist, until Define has passed."""
+    """The Secrets the spec references that do not exist, until Define has passed: each
+    with the field that names it, where the fix may be."""
     if spec is None or any(s.state == StageState.SUCCEEDED for s in status.stages[:1]):
         return Facts()
-    refs = _secret_refs(spec)
+    refs = spec.secrets_in_namespace()
     if not refs:
         return Facts()
-    missing = await runtime.kube.missing_secret_keys(namespace=namespace, refs=refs)
-    return Facts(missing_secrets=missing)
+    pairs = [(ref.name, ref.key) for ref in refs.values()]
+    missing = await runtime.kube.missing_secret_keys(namespace=namespace, refs=pairs)
+    named = [(field, f"{ref.name}/{ref.key}") for field, ref in refs.items()]
+    return Facts(missing_secrets=tuple(f"{f} ({ref})" for f, ref in named if ref in missing))
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,12 @@ async def _observe_unit(
     launcher = runtime.launcher(spec, unit.job.mode)
     # The job before its result: a job seen finished has written its result by then,
     # so a result is never missed between the two reads.
-    job = await asyncio.to_thread(launcher.observe, job_id=unit.job.id, namespace=namespace)
+    try:
+        job = await asyncio.to_thread(launcher.observe, job_id=unit.job.id, namespace=namespace)
+    except TransientError as error:
+        # Not a reason to skip the pass: the machine keeps the attempt's deadline, so a
+        # platform that stays away ends in a Failed stage rather than a silent wait.
+        job = JobObservation(job_id=unit.job.id, state=JobState.UNKNOWN, message=str(error))
     result = await asyncio.to_thread(read_result, unit.result_uri)
     if result is not None:
         return job, result, None
@@ -270,7 +282,7 @@ async def _carry_out(
                 await asyncio.to_thread(
                     launcher.stop, job_id=action.job_id, namespace=action.namespace
                 )
-            except PermanentError as error:  # it may still run: someone has to know
+            except DistillError as error:  # it may still run: someone has to know
                 post_event("Warning", "StopRefused", f"job {action.job_id}: {error}")
         elif isinstance(action, machine.WriteRouting):
             await asyncio.to_thread(_write_routing, action)
@@ -438,7 +450,11 @@ async def stop_project_jobs(runtime: Runtime, body: dict[str, Any]) -> list[str]
         await asyncio.to_thread(launcher.stop, job_id=unit.job.id, namespace=namespace)
         stopped.append(unit.job.id)
     router_job = status.serving.router.job if status.serving and status.serving.router else None
-    if router_job is not None and router_job.mode == DeploymentLauncher.mode:
+    if (
+        router_job is not None
+        and router_job.mode == DeploymentLauncher.mode
+        and not runtime.settings.dry_run
+    ):
         # No controller manager may collect the Service: delete it ourselves.
         name, launcher = body["metadata"]["name"], runtime.launcher(spec, router_job.mode)
         assert isinstance(launcher, DeploymentLauncher)

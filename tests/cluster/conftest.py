@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import pytest
 from kubernetes import client, config
 from ray.job_submission import JobSubmissionClient
 
+from distill_jobs.tiny import build_tiny_model
 from distill_operator.devstack.operator_process import OperatorProcess
 
+from .keyed_teacher import KeyedTeacher
 from .projects import Projects
 
 
@@ -49,3 +52,20 @@ def projects(
     custom: client.CustomObjectsApi, namespace: str, artifacts: str, operator: OperatorProcess
 ) -> Projects:
     return Projects(custom, namespace, artifacts)
+
+
+@pytest.fixture
+def api_key() -> str:
+    """A key no other text could contain by chance."""
+    return f"sk-leakcheck-{secrets.token_hex(16)}"
+
+
+@pytest.fixture
+def keyed_teacher(tmp_path: Path, api_key: str) -> Iterator[KeyedTeacher]:
+    model = build_tiny_model(directory=tmp_path / "teacher-model", seed=0)
+    teacher = KeyedTeacher(model=model, key=api_key, log_path=tmp_path / "teacher.log")
+    try:
+        teacher.wait_until_serving()
+        yield teacher
+    finally:
+        teacher.stop()

@@ -58,6 +58,13 @@ class Projects:
             api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
         )
 
+    def names(self) -> list[str]:
+        """The projects in the namespace, being deleted or not."""
+        listed = self.custom.list_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL
+        )
+        return [item["metadata"]["name"] for item in listed["items"]]
+
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status", {})
 

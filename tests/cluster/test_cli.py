@@ -23,7 +23,7 @@ from distill_jobs.evaluation.report import summary
 from distill_jobs.evaluation.slices import SliceRow
 from distill_operator import api
 from distill_operator.devstack.binaries import resolve_binaries
-from distill_operator.launch.submit import ray_job_dashboard
+from distill_operator.launch.base import ray_job_dashboard
 from manifests import example_manifest
 
 from .projects import RAY_IMAGE, Projects, wait_for

@@ -106,6 +106,8 @@ def test_the_example_passes_define_and_runs_the_next_stage_as_a_real_ray_job(
     # The next stage ran as a real Ray job under the id saved in status, and its workload
     # said why it cannot pass (the traffic it was pointed at does not exist).
     job_id = source["job"]["id"]
+    # Its result is written (and read) just before Ray sees the job end.
+    wait_for("the job to end", lambda: ray_jobs.get_job_status(job_id).is_terminal(), 60)
     assert ray_jobs.get_job_status(job_id) == JobStatus.SUCCEEDED
     assert "distill_jobs.source" in ray_jobs.get_job_info(job_id).entrypoint
     assert source["state"] == "Failed" and source["reason"] == "NoTraffic"

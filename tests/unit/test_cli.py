@@ -104,6 +104,17 @@ def test_a_failed_project_shows_its_last_job_its_diagnosis_and_which_exit_condit
     assert "needs: student clears exact_match>=0.9" in text  # a pending stage's exit condition
 
 
+def test_a_job_the_operator_cannot_ask_about_says_why() -> None:
+    found = project("progressing_iterate_training")
+    candidates = [c for s in found["status"]["stages"] for c in s.get("candidates") or []]
+    tiny = next(c for c in candidates if c["name"] == "tiny")
+    away = "Ray at http://127.0.0.1:8265 unreachable"
+    tiny["job"].update(state="Unknown", message=away)
+    text = printed(status.print_timeline, found, now=NOW)
+    assert f"cannot be asked: {away}" in text
+    assert status.status_json(found, now=NOW)["currentJobs"][0]["job"]["message"] == away
+
+
 def test_a_live_project_names_the_router_its_rollout_and_drift() -> None:
     found = project("healthy_monitoring")
     found["status"]["serving"] = {

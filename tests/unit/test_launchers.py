@@ -6,22 +6,26 @@ import pytest
 import yaml
 from ray.job_submission import JobStatus
 
+from distill_operator.__main__ import parse_args
 from distill_operator.errors import LaunchError
-from distill_operator.launch.base import JobSpec, JobState, Owner
+from distill_operator.launch.base import (
+    MAX_MESSAGE_CHARS,
+    JobSpec,
+    JobState,
+    Owner,
+    ray_job_dashboard,
+    shorten_message,
+)
 from distill_operator.launch.deployment import observe_deployment
+from distill_operator.launch.dry import DryLauncher
 from distill_operator.launch.rayjob import (
     default_cluster_spec,
     fold_status,
     observe_rayjob,
     rayjob_manifest,
 )
-from distill_operator.launch.submit import (
-    MAX_MESSAGE_CHARS,
-    RAY_JOB_STATES,
-    job_state_from_ray,
-    ray_job_dashboard,
-    shorten_message,
-)
+from distill_operator.launch.submit import RAY_JOB_STATES, job_state_from_ray
+from distill_operator.reconciler import DRY_RUN_ENV, OperatorSettings, Runtime
 
 ANY_JOB_STATUS = ("", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED")
 
@@ -227,3 +231,28 @@ def test_a_router_deployment_is_pending_until_available_on_its_generation() -> N
     assert (blocked.state, blocked.message) == (JobState.PENDING, 'pods "x" is forbidden')
     now = {"observedGeneration": 2, "availableReplicas": 1}
     assert observe_deployment({"metadata": meta, "status": now}).state is JobState.RUNNING
+
+
+def test_a_dry_operator_records_every_modes_jobs_and_never_runs_them() -> None:
+    runtime = Runtime(kube=None, settings=OperatorSettings(dry_run=True))  # type: ignore[arg-type]
+    for mode in ("submit", "rayjob", "deployment"):
+        launcher = runtime.launcher(None, mode)
+        assert isinstance(launcher, DryLauncher) and launcher is runtime.launcher(None, mode)
+        job = JobSpec(job_id="source-a0", namespace="team", entrypoint="python -m x")
+        assert launcher.observe(job_id="source-a0", namespace="team") is None
+        launcher.submit(job)
+        seen = launcher.observe(job_id="source-a0", namespace="team")
+        assert seen is not None and seen.state == JobState.PENDING and "dry run" in seen.message
+        assert launcher.observe(job_id="source-a0", namespace="other") is None
+        launcher.stop(job_id="source-a0", namespace="team")
+        assert launcher.observe(job_id="source-a0", namespace="team") is None
+
+
+def test_dry_run_is_read_from_the_environment_and_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(DRY_RUN_ENV, raising=False)
+    assert not OperatorSettings.from_env().dry_run
+    monkeypatch.setenv(DRY_RUN_ENV, "1")
+    assert OperatorSettings.from_env().dry_run
+    assert parse_args(["--dry-run"]).dry_run and not parse_args([]).dry_run

@@ -26,6 +26,7 @@ from distill_operator.machine import (
     SubmitJob,
     WriteInput,
     reconcile,
+    timestamp,
 )
 from distill_operator.reconciler import OperatorSettings, Runtime, read_progress, stop_project_jobs
 from distill_operator.stages import BY_STAGE, PIPELINE, RUN_ORDER, Facts
@@ -120,6 +121,11 @@ def test_a_recorded_job_that_does_not_exist_yet_is_submitted_once_with_that_id()
     assert submit.job.job_id == job_id
     assert submit.job.entrypoint.startswith("python -m distill_jobs.source --input file://")
     assert submit.mode == "submit"
+    # An operator killed after recording the job but before writing its input left none:
+    # the submit brings the input again, ahead of the job.
+    [write] = of_type(decision, WriteInput)
+    assert write.uri == submit.job.entrypoint.split("--input ")[1]
+    assert decision.actions.index(write) < decision.actions.index(submit)
 
 
 def test_an_api_teachers_key_goes_to_its_jobs_by_reference_only() -> None:
@@ -138,6 +144,25 @@ def test_an_api_teachers_key_goes_to_its_jobs_by_reference_only() -> None:
     [submit] = of_type(step(spec, status), SubmitJob)
     assert submit.secret_env == (("DISTILL_TEACHER_API_KEY", "teacher-key", "api-key"),)
     assert "teacher-key" not in status.model_dump_json()
+
+
+def test_a_ray_cluster_that_carries_the_key_gets_nothing_from_the_operator() -> None:
+    keyed = {
+        "teacher.backend": "anthropic",
+        "teacher.model": "claude",
+        "teacher.apiKeySecretRef": {"name": "teacher-key", "key": "api-key"},
+        "investigate.alternatives": [API_PROMPT_VARIANT],
+        "ray.secretDelivery": "cluster",
+    }
+    spec = example_spec(**keyed, **{"launch.router": {"platform": "ray"}})
+    [submit] = of_type(step(spec, _through(spec, [Stage.SOURCE])), SubmitJob)
+    assert "-investigate-" in submit.job.job_id, "a job that calls the teacher"
+    assert submit.secret_env == () and not submit.job.env
+    assert spec.secrets_in_namespace() == {}, "the Secret lives with the Ray cluster"
+    on_kubernetes = example_spec(**keyed, **{"launch.router": {"platform": "kubernetes"}})
+    assert [r.name for r in on_kubernetes.secrets_in_namespace().values()] == ["teacher-key"], (
+        "the router's Deployment reads it from the namespace"
+    )
 
 
 def test_a_running_job_found_after_a_restart_is_watched_not_submitted_again() -> None:
@@ -216,6 +241,41 @@ def test_a_job_past_its_deadline_is_stopped_and_retried() -> None:
     [stop] = of_type(decision, StopJob)
     assert stop.job_id == job_id
     assert entry(decision.status, Stage.SOURCE).reason == "DeadlineExceeded"
+
+
+def test_a_job_whose_platform_cannot_be_asked_keeps_its_deadline() -> None:
+    spec = example_spec(**{"policy.deadlineSeconds": 60, "policy.maxRetries": 0})
+    status = step(spec, started_source()).status
+    job_id = entry(status, Stage.SOURCE).job.id
+    away = "cannot reach Ray's dashboard at http://127.0.0.1:8265: connection refused"
+    unknown = JobObservation(job_id=job_id, state=JobState.UNKNOWN, message=away)
+    waiting = step(spec, status, now=T0 + timedelta(seconds=30), job=unknown)
+    source = entry(waiting.status, Stage.SOURCE)
+    assert source.state == StageState.RUNNING and not of_type(waiting, SubmitJob)
+    assert (source.job.state, source.job.message) == ("Unknown", away)
+    failed = step(spec, waiting.status, now=T0 + timedelta(seconds=61), job=unknown)
+    source = entry(failed.status, Stage.SOURCE)
+    assert (source.state, source.reason) == (StageState.FAILED, "DeadlineExceeded")
+    assert away in source.message
+    assert condition(failed.status, "Stalled").message.startswith("Source failed")
+
+
+def test_a_retry_whose_platform_is_away_is_submitted_and_its_deadline_starts_then() -> None:
+    spec = example_spec(**{"policy.deadlineSeconds": 60, "policy.backoffSeconds": 1})
+    status = step(spec, started_source()).status
+    first = entry(status, Stage.SOURCE).job.id
+    away = "Ray at http://127.0.0.1:8265 unreachable"
+    unknown = JobObservation(job_id=first, state=JobState.UNKNOWN, message=away)
+    status = step(spec, status, now=T0 + timedelta(seconds=61), job=unknown).status
+    retry = entry(status, Stage.SOURCE).job
+    assert retry.id != first and retry.submitted_at is None
+    later = T0 + timedelta(seconds=63)
+    unknown = JobObservation(job_id=retry.id, state=JobState.UNKNOWN, message=away)
+    decision = step(spec, status, now=later, job=unknown)
+    [submit] = of_type(decision, SubmitJob)
+    assert submit.job.job_id == retry.id
+    source = entry(decision.status, Stage.SOURCE)
+    assert source.state == StageState.RUNNING and source.job.submitted_at == timestamp(later)
 
 
 def test_a_task_of_two_sentences_fails_define_and_launches_nothing() -> None:
@@ -909,7 +969,7 @@ def test_eight_candidates_with_many_numbers_fit_the_crd_status_schema() -> None:
     schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     jsonschema.Draft4Validator(schema).validate(dumped)
     assert len(json.dumps(dumped)) < 64 * 1024, "status stays far below etcd's object limit"
-    too_many = dumped["stages"][4] | {"candidates": dumped["stages"][4]["candidates"] * 2}
+    too_many = dumped["stages"][4] | {"candidates": dumped["stages"][4]["candidates"] * 3}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft4Validator(schema["properties"]["stages"]["items"]).validate(too_many)
 

@@ -749,6 +749,11 @@ class RayMode(StrEnum):
     RAYJOB = "rayjob"
 
 
+class SecretDelivery(StrEnum):
+    RUNTIME_ENV = "runtimeEnv"
+    CLUSTER = "cluster"
+
+
 class Ray(ApiModel):
     """Where stage jobs run."""
 
@@ -762,6 +767,16 @@ class Ray(ApiModel):
         pattern=r"^https?://[^\s]+$",
         max_length=512,
         description="Dashboard URL for mode submit; defaults to the operator's own setting.",
+    )
+    secret_delivery: SecretDelivery = Field(
+        default=SecretDelivery.RUNTIME_ENV,
+        description="How mode submit's jobs get the Secrets the spec names (the teacher's "
+        "API key; the router's token on platform ray). runtimeEnv: the operator reads each "
+        "Secret and sends its value in the Ray job's runtime_env, where whoever may read the "
+        "Ray cluster's job API can see it. cluster: the operator reads and sends nothing; "
+        "the Ray cluster's pods carry the values themselves (env DISTILL_TEACHER_API_KEY and "
+        "DISTILL_ROUTER_TOKEN from a secretKeyRef), so those Secrets need not exist in the "
+        "project's namespace. Mode rayjob always passes them by secretKeyRef.",
     )
     image: ShortText | None = Field(default=None, description="Image for RayJob clusters.")
     ray_cluster_spec: dict[str, Any] | None = Field(
@@ -779,6 +794,13 @@ class Ray(ApiModel):
             holds=lambda r: (
                 r.mode != RayMode.RAYJOB or r.image is not None or r.ray_cluster_spec is not None
             ),
+        ),
+        Rule(
+            cel="self.mode == 'submit' || self.secretDelivery != 'cluster'",
+            message="secretDelivery cluster is for mode submit (a RayJob takes Secrets by "
+            "secretKeyRef)",
+            field_path=".secretDelivery",
+            holds=lambda r: r.mode == RayMode.SUBMIT or r.secret_delivery != SecretDelivery.CLUSTER,
         ),
     )
 
@@ -833,6 +855,23 @@ class ProjectSpec(ApiModel):
         description="Pause: no stage job, rollout step or drift check starts; a running job "
         "finishes and the router keeps serving.",
     )
+
+    def jobs_bring_their_secrets(self, mode: str) -> bool:
+        """Whether jobs of this launcher mode get their Secrets from the Ray cluster's own
+        pods (ray.secretDelivery cluster), so the operator must neither read nor send them."""
+        cluster = self.ray.secret_delivery == SecretDelivery.CLUSTER
+        return cluster and mode == RayMode.SUBMIT.value
+
+    def secrets_in_namespace(self) -> dict[str, SecretKeyRef]:
+        """The Secret keys that must exist in the project's namespace, by the field that
+        names each: all it names, but those only jobs that bring their own Secrets take."""
+        router_on_ray = self.launch.router.platform == RouterPlatform.RAY
+        from_cluster = self.jobs_bring_their_secrets(self.ray.mode.value) and router_on_ray
+        refs = {"spec.artifacts.credentialsSecretRef": self.artifacts.credentials_secret_ref}
+        if not from_cluster:
+            refs["spec.teacher.apiKeySecretRef"] = self.teacher.api_key_secret_ref
+            refs["spec.launch.router.tokenSecretRef"] = self.launch.router.token_secret_ref
+        return {field: ref for field, ref in refs.items() if ref is not None}
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

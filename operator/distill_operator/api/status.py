@@ -84,19 +84,27 @@ class Condition(ApiModel):
     last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
 
 
+MAX_JOB_MESSAGE = 1000
+
+
 class JobRecord(ApiModel):
     """The job of a stage attempt; its id is saved here before it is submitted."""
 
     mode: str = Field(description="submit, rayjob, or deployment (the router on kubernetes).")
     id: str = Field(description="Ray submission id, RayJob name, or Deployment name.")
     state: str = Field(default="", description="The job's last observed state.")
+    message: str = Field(
+        default="",
+        max_length=MAX_JOB_MESSAGE,
+        description="What the platform last said of the job, or why it could not be asked.",
+    )
     dashboard: str | None = Field(default=None, description="Where to read the job's logs.")
     submitted_at: str | None = Field(default=None, description="When the job was submitted.")
 
 
 MAX_STAGE_METRICS = 32
 MAX_CANDIDATE_METRICS = 16
-MAX_CANDIDATES = 8
+MAX_CANDIDATES = 16  # Investigate's alternatives (up to 16), Iterate's students (8)
 
 
 class JobRunStatus(ApiModel):

@@ -214,6 +214,8 @@ def _print_job(out: Console, job: CurrentJob, *, name: str, namespace: str) -> N
         f"{heading}: {job.what} {record.get('id', '')} ({record.get('mode', '?')}, {job.state})",
         markup=False,
     )
+    if record.get("state") == "Unknown":  # the operator cannot reach Ray (or KubeRay)
+        out.print(f"  cannot be asked: {record.get('message') or '?'}", markup=False)
     if record.get("dashboard"):
         out.print(f"  dashboard: {record['dashboard']}", markup=False)
     out.print(f"  logs: {job.logs_command(name=name, namespace=namespace)}", markup=False)

@@ -52,7 +52,8 @@ def job_json(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A JobRecord with every key present, so scripts need no defaults."""
     if not job:
         return None
-    return {key: job.get(key) for key in ("mode", "id", "state", "dashboard", "submittedAt")}
+    keys = ("mode", "id", "state", "message", "dashboard", "submittedAt")
+    return {key: job.get(key) for key in keys}
 
 
 def timeline(project: Mapping[str, Any], *, now: datetime) -> list[TimelineEntry]:

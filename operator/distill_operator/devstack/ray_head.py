@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -95,6 +96,7 @@ class RayHead:
         state_dir: Path,
         settings: DevStackSettings | None = None,
         fate_share: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the head; nothing starts until :meth:`start`.
 
@@ -104,12 +106,16 @@ class RayHead:
             settings: CPUs, memory and timings; defaults when None.
             fate_share: Stop the head when this process dies (tests); False keeps it
                 running after it exits (``distill dev up``).
+            extra_env: Set in the head's environment, which its jobs inherit, as a Ray
+                pod's env (e.g. from a secretKeyRef) is seen by the jobs on that pod.
         """
         self.state_dir = state_dir
         self.settings = settings or DevStackSettings()
         self._fate_share = fate_share
+        self._extra_env = dict(extra_env or {})
         self._process: ManagedProcess | None = None
         self._record: RayHeadRecord | None = None
+        self._ports: tuple[int, ...] = ()
 
     @property
     def record(self) -> RayHeadRecord:
@@ -144,12 +150,17 @@ class RayHead:
     def start(self) -> None:
         """Start the head and wait until its job API answers and its node is alive.
 
+        A start after :meth:`stop` takes the same ports: a Ray cluster that was down and
+        came back, where its clients left it (its jobs are gone, as they would be).
+
         Raises:
             StartupError: It exited or did not become ready; the message ends with its log.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         temp_dir = Path(tempfile.mkdtemp(prefix="distill-ray-", dir=self.settings.ray_temp_root))
-        gcs_port, dashboard_port, client_port, agent_port = free_ports(4)
+        # A restart keeps the ports, so clients (the operator) find the head where it was.
+        self._ports = self._ports or tuple(free_ports(4))
+        gcs_port, dashboard_port, client_port, agent_port = self._ports
         bin_dir = Path(sys.executable).parent
         argv = [
             str(bin_dir / "ray"),
@@ -173,6 +184,7 @@ class RayHead:
             argv.append(f"--object-store-memory={self.settings.ray_object_store_memory_bytes}")
         env = {
             **os.environ,
+            **self._extra_env,
             **RAY_LOOPBACK_ENV,
             RAY_HEAD_MARKER_ENV: str(temp_dir),
             # On SIGTERM, tear down at once instead of draining for up to 30 s: nothing

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from distill_operator import api
+
+MAX_MESSAGE_CHARS: Final = 1000
+"""Ray puts up to 20,000 characters of logs in a failed job's message; status wants a line."""
 
 DEPLOYMENT_MODE = "deployment"
 """The launcher mode of a router on kubernetes (the others are spec.ray.mode's)."""
@@ -18,6 +21,9 @@ class JobState(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     STOPPED = "Stopped"
+    # The platform could not be asked (Ray's dashboard down): the job may be running,
+    # so the attempt goes on under its deadline.
+    UNKNOWN = "Unknown"
 
     def is_terminal(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)
@@ -90,3 +96,17 @@ class Launcher(Protocol):
     def stop(self, *, job_id: str, namespace: str) -> None:
         """Stop (and, where the platform keeps objects, delete) the job; no-op if gone."""
         ...
+
+
+def shorten_message(message: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The message's head and tail: the error's summary leads, the last log lines end it."""
+    if len(message) <= limit:
+        return message
+    marker = " [...] "
+    head = (limit - len(marker)) // 3
+    return message[:head] + marker + message[len(message) - (limit - len(marker) - head) :]
+
+
+def ray_job_dashboard(*, address: str, submission_id: str) -> str:
+    """The Ray dashboard page of one job."""
+    return f"{address.rstrip('/')}/#/jobs/{submission_id}"

@@ -61,8 +61,14 @@ from distill_operator.errors import (
     PermanentError,
 )
 from distill_operator.launch.apierrors import api_message, kubernetes_errors
-from distill_operator.launch.base import JobObservation, JobSpec, JobState, secret_key_refs
-from distill_operator.launch.submit import ray_job_dashboard, shorten_message
+from distill_operator.launch.base import (
+    JobObservation,
+    JobSpec,
+    JobState,
+    ray_job_dashboard,
+    secret_key_refs,
+    shorten_message,
+)
 
 KUBERAY_VERSION: Final = "1.6.2"
 """The KubeRay release whose RayJob schema and status semantics this module follows."""

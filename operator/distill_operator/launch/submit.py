@@ -27,7 +27,13 @@ from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobSubmissionClient
 
 from distill_operator.errors import LaunchError, PermanentError, UnreachableError
-from distill_operator.launch.base import JobObservation, JobSpec, JobState
+from distill_operator.launch.base import (
+    JobObservation,
+    JobSpec,
+    JobState,
+    ray_job_dashboard,
+    shorten_message,
+)
 
 RAY_JOB_STATES: Final[Mapping[str, JobState]] = types.MappingProxyType(
     {
@@ -42,9 +48,6 @@ RAY_JOB_STATES: Final[Mapping[str, JobState]] = types.MappingProxyType(
 
 _STATUS_CODE: Final = re.compile(r"status code (\d{3})")
 
-MAX_MESSAGE_CHARS: Final = 1000
-"""Ray puts up to 20,000 characters of logs in a failed job's message; status wants a line."""
-
 
 def job_state_from_ray(status: str) -> JobState:
     """The launcher state for one of Ray's ``JobStatus`` values.
@@ -57,20 +60,6 @@ def job_state_from_ray(status: str) -> JobState:
         which keeps the operator watching rather than deciding on something unknown.
     """
     return RAY_JOB_STATES.get(str(getattr(status, "value", status)), JobState.PENDING)
-
-
-def shorten_message(message: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """The message's head and tail: the error's summary leads, the last log lines end it."""
-    if len(message) <= limit:
-        return message
-    marker = " [...] "
-    head = (limit - len(marker)) // 3
-    return message[:head] + marker + message[len(message) - (limit - len(marker) - head) :]
-
-
-def ray_job_dashboard(*, address: str, submission_id: str) -> str:
-    """The Ray dashboard page of one job."""
-    return f"{address.rstrip('/')}/#/jobs/{submission_id}"
 
 
 def _http_status(error: RuntimeError) -> int | None:
