@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from distill_operator import api
+from distill_operator.devstack.operator_process import OperatorProcess
 from manifests import example_manifest
 
 WAIT_S = 90.0
@@ -22,6 +25,20 @@ def unused_loopback_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def namespaced_operator(
+    *, kubeconfig: str | Path, namespace: str, ray_address: str, state_dir: Path, **env: str
+) -> OperatorProcess:
+    """An operator of a test's own, watching that test's namespace alone (so no other
+    test's operator or project is in its way), polling every second unless ``env`` says."""
+    return OperatorProcess(
+        kubeconfig=Path(kubeconfig),
+        ray_address=ray_address,
+        state_dir=state_dir,
+        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
+        extra_env={"DISTILL_POLL_SECONDS": "1", **env},
+    )
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from .chaos import (
     units,
 )
 from .pipeline import LENIENT_BAR, TRAINING, seed_investigate_result, write_traffic
-from .projects import Projects, wait_for
+from .projects import Projects, namespaced_operator, wait_for
 
 NAME = "chaos"
 FULL = os.environ.get("DISTILL_CHAOS_FULL", "") not in ("", "0")
@@ -93,12 +92,11 @@ def chaos_operator(
     kubeconfig: str, ray_address: str, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     """An operator of this test's own, watching its namespace alone: the one we kill."""
-    process = OperatorProcess(
-        kubeconfig=Path(kubeconfig),
+    process = namespaced_operator(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
         ray_address=ray_address,
         state_dir=tmp_path / "operator",
-        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
-        extra_env={"DISTILL_POLL_SECONDS": "1"},
     )
     process.start()
     try:

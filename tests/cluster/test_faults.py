@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from distill_operator.devstack import ControlPlane, DevStackSettings, apply_crds
 from distill_operator.devstack.operator_process import OperatorProcess
 from distill_operator.launch.rayjob import KUBERAY_VERSION
 
-from .projects import RAY_IMAGE, Projects, wait_for
+from .projects import RAY_IMAGE, Projects, namespaced_operator, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RAYJOB = {"spec.ray.mode": "rayjob", "spec.ray.image": RAY_IMAGE, "spec.policy.maxRetries": 0}
@@ -46,12 +45,11 @@ def own_control_plane(
 
 def rayjob_operator(kubeconfig: Path, namespace: str, state_dir: Path) -> OperatorProcess:
     """The operator watching one namespace; its Ray address is never used (rayjob mode)."""
-    return OperatorProcess(
+    return namespaced_operator(
         kubeconfig=kubeconfig,
+        namespace=namespace,
         ray_address="http://127.0.0.1:1",
         state_dir=state_dir,
-        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
-        extra_env={"DISTILL_POLL_SECONDS": "1"},
     )
 
 

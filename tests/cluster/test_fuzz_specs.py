@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from distill_operator.reconciler import parse_spec
 from distill_operator.stages import Facts, define
 
 from . import spec_fuzz
-from .projects import unused_loopback_port, wait_for
+from .projects import namespaced_operator, unused_loopback_port, wait_for
 
 EXAMPLES = 1000
 HANDLED_S = 300.0  # for the operator to reach every accepted project, on a busy 2-core box
@@ -62,12 +61,13 @@ class Run:
 @pytest.fixture
 def dry_operator(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator in dry mode, watching only this test's namespace."""
-    process = OperatorProcess(
-        kubeconfig=Path(kubeconfig),
+    process = namespaced_operator(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
         ray_address=f"http://127.0.0.1:{unused_loopback_port()}",  # never asked: dry
         state_dir=tmp_path,
-        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
-        extra_env={"DISTILL_DRY_RUN": "1", "DISTILL_POLL_SECONDS": "30"},
+        DISTILL_DRY_RUN="1",
+        DISTILL_POLL_SECONDS="30",
     )
     process.start()
     yield process

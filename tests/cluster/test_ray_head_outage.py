@@ -5,7 +5,6 @@ test's own, so stopping it leaves the session's Ray alone."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import pytest
 from kubernetes import client
 
 from distill_operator.devstack import DevStackSettings, RayHead
-from distill_operator.devstack.operator_process import OperatorProcess
 from manifests import example_manifest
 
 from .pipeline import LENIENT_BAR, seed_investigate_result, write_traffic
-from .projects import Projects, wait_for
+from .projects import Projects, namespaced_operator, wait_for
 from .test_ray_faults import warnings
 
 DEADLINE_S = 90  # well above a Source run on a busy two-core machine
@@ -33,12 +31,11 @@ def own_ray_head(tmp_path: Path, devstack_settings: DevStackSettings) -> Iterato
 def own_operator(
     kubeconfig: str, namespace: str, own_ray_head: RayHead, tmp_path: Path
 ) -> Iterator[None]:
-    process = OperatorProcess(
-        kubeconfig=Path(kubeconfig),
+    process = namespaced_operator(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
         ray_address=own_ray_head.dashboard_url,
         state_dir=tmp_path / "operator",
-        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
-        extra_env={"DISTILL_POLL_SECONDS": "1"},
     )
     process.start()
     yield

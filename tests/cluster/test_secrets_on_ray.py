@@ -6,7 +6,6 @@ secretKeyRef env would."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from ray.job_submission import JobSubmissionClient
 
 from distill_jobs.contract import TEACHER_API_KEY_ENV
 from distill_operator.devstack import DevStackSettings, RayHead
-from distill_operator.devstack.operator_process import OperatorProcess
 
 from .keyed_teacher import KeyedTeacher
-from .projects import Projects, wait_for
+from .projects import Projects, namespaced_operator, wait_for
 from .test_secrets import (
     create_keyed_project,
     jobs_ray_has,
@@ -52,12 +50,11 @@ def test_a_ray_cluster_that_carries_the_key_gets_it_from_nobody_and_shows_it_now
     tmp_path: Path,
 ) -> None:
     """No Secret in the namespace at all: the project only names the one the cluster has."""
-    operator = OperatorProcess(
-        kubeconfig=Path(kubeconfig),
+    operator = namespaced_operator(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
         ray_address=keyed_ray_head.dashboard_url,
         state_dir=tmp_path / "operator",
-        argv=(sys.executable, "-m", "distill_operator", "--namespace", namespace),
-        extra_env={"DISTILL_POLL_SECONDS": "1"},
     )
     projects = Projects(custom, namespace, (tmp_path / "artifacts").as_uri())
     ray_jobs = JobSubmissionClient(keyed_ray_head.dashboard_url)
